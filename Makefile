@@ -1,0 +1,96 @@
+# ngx_http_conductor_module: build against the distribution's nginx.
+#
+#   make            build the module into $(BUILD)
+#   make run        start the gateway on 127.0.0.1:8000 with conf/conductor.conf
+#   make test       unit tests + the whole prove suite
+#   make valgrind   the prove suite with nginx under valgrind
+#   make fuzz       the libFuzzer targets, bounded in time
+#   make bench      wrk: plain proxy_pass against the gateway
+
+SHELL    := /bin/bash
+SRC      := $(CURDIR)
+BUILD    ?= $(CURDIR)/build
+NGX_SRC  ?= /usr/share/nginx/src
+MODULE   := $(BUILD)/ngx_http_conductor_module.so
+RUNDIR   ?= $(BUILD)/run
+
+CC       ?= cc
+FUZZ_SECONDS ?= 30
+
+MODULE_SOURCES := config ngx_http_conductor_module.c $(wildcard src/*.c src/*.h)
+
+# nginx-free parsers, built on their own for unit tests and fuzzing
+PARSERS  := src/ngx_http_conductor_json.c src/ngx_http_conductor_sse.c \
+            src/ngx_http_conductor_usage.c
+PARSERS_PRESENT = $(wildcard $(PARSERS))
+UNIT_SRC := $(wildcard t/unit/*_test.c)
+UNIT_BIN := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
+FUZZ_SRC := $(wildcard t/fuzz/*_fuzz.c)
+FUZZ_BIN := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+UNIT_CFLAGS := -g -O1 -Wall -Wextra -Werror -Isrc -fsanitize=address,undefined \
+               -fno-omit-frame-pointer
+
+.PHONY: all build run stop test unit valgrind fuzz bench deps clean
+
+all: build
+
+build: $(MODULE)
+
+$(BUILD)/Makefile: config
+	mkdir -p $(BUILD)
+	cd $(NGX_SRC) && . ./conf_flags && ./configure \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $$(dpkg-buildflags --get CPPFLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module="$(SRC)" \
+	    --builddir="$(BUILD)" > $(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(BUILD)/Makefile $(MODULE_SOURCES)
+	$(MAKE) -f $(BUILD)/Makefile -C $(NGX_SRC) modules
+	@test -f $(MODULE)
+
+$(BUILD)/unit/%: t/unit/%.c $(PARSERS_PRESENT) $(wildcard src/*.h)
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PARSERS_PRESENT) -ljansson
+
+$(BUILD)/fuzz/%: t/fuzz/%.c $(PARSERS_PRESENT) $(wildcard src/*.h)
+	@mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< \
+	    $(PARSERS_PRESENT) -ljansson
+
+unit: $(UNIT_BIN)
+
+deps:
+	cd t/sdk && npm ci --no-audit --no-fund --loglevel=error
+
+run: build
+	mkdir -p $(RUNDIR)/logs $(RUNDIR)/conf
+	cp conf/*.conf $(RUNDIR)/conf/
+	sed -i 's|^load_module .*|load_module $(MODULE);|' $(RUNDIR)/conf/conductor.conf
+	nginx -p $(RUNDIR) -c conf/conductor.conf
+	@echo "gateway on http://127.0.0.1:8000 (stop: make stop)"
+
+stop:
+	-kill -QUIT $$(cat $(RUNDIR)/logs/nginx.pid)
+
+test: build unit
+	prove -r t/
+
+valgrind: build unit
+	TEST_NGINX_USE_VALGRIND=1 prove -r t/
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	    name=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$name; \
+	    echo "fuzz $$name for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        $(BUILD)/fuzz/corpus-$$name $$( [ -d t/fuzz/seeds-$$name ] && echo t/fuzz/seeds-$$name ) \
+	        2>$(BUILD)/fuzz/$$name.log || { tail -40 $(BUILD)/fuzz/$$name.log; exit 1; }; \
+	    grep -E 'stat::number_of_executed_units' $(BUILD)/fuzz/$$name.log; \
+	done
+
+bench: build
+	bench/run.sh
+
+clean:
+	rm -rf $(BUILD)

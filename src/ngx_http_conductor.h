@@ -1,0 +1,295 @@
+
+/*
+ * ngx_http_conductor_module: types shared by the module's files.
+ */
+
+#ifndef _NGX_HTTP_CONDUCTOR_H_INCLUDED_
+#define _NGX_HTTP_CONDUCTOR_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_conductor_json.h"
+
+
+/* copies a string literal: its length is counted by the compiler */
+#define ngx_http_conductor_cpy(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
+
+
+#define NGX_HTTP_CONDUCTOR_OPENAI       0
+#define NGX_HTTP_CONDUCTOR_ANTHROPIC    1
+#define NGX_HTTP_CONDUCTOR_NDIALECTS    2
+
+/* the endpoints the gateway routes; the index into the endpoint table */
+#define NGX_HTTP_CONDUCTOR_EP_CHAT         0
+#define NGX_HTTP_CONDUCTOR_EP_COMPLETIONS  1
+#define NGX_HTTP_CONDUCTOR_EP_EMBEDDINGS   2
+#define NGX_HTTP_CONDUCTOR_EP_RESPONSES    3
+#define NGX_HTTP_CONDUCTOR_EP_MESSAGES     4
+#define NGX_HTTP_CONDUCTOR_NEPS            5
+
+/* limits of a key, in the order of their names (rpm tpm rph tph rpd tpd) */
+#define NGX_HTTP_CONDUCTOR_RPM          0
+#define NGX_HTTP_CONDUCTOR_TPM          1
+#define NGX_HTTP_CONDUCTOR_RPH          2
+#define NGX_HTTP_CONDUCTOR_TPH          3
+#define NGX_HTTP_CONDUCTOR_RPD          4
+#define NGX_HTTP_CONDUCTOR_TPD          5
+#define NGX_HTTP_CONDUCTOR_NLIMITS      6
+
+#define NGX_HTTP_CONDUCTOR_MAX_MEMBERS  128
+#define NGX_HTTP_CONDUCTOR_MAX_CANDS    64
+#define NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS 16
+#define NGX_HTTP_CONDUCTOR_MAX_EDITS    8
+#define NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS  4
+
+/* strategies */
+#define NGX_HTTP_CONDUCTOR_ROUND_ROBIN    0
+#define NGX_HTTP_CONDUCTOR_LEAST_LOADED   1
+#define NGX_HTTP_CONDUCTOR_SEQUENTIAL     2
+#define NGX_HTTP_CONDUCTOR_SIMPLE         3
+#define NGX_HTTP_CONDUCTOR_PRIORITY       4
+#define NGX_HTTP_CONDUCTOR_WEIGHTED       5
+#define NGX_HTTP_CONDUCTOR_RANDOM         6
+#define NGX_HTTP_CONDUCTOR_LEAST_USED     7
+#define NGX_HTTP_CONDUCTOR_LEAST_LATENCY  8
+#define NGX_HTTP_CONDUCTOR_LEAST_COST     9
+
+
+typedef struct ngx_http_conductor_provider_s  ngx_http_conductor_provider_t;
+
+
+/* live state and totals of one key or model alias, in the shared zone */
+typedef struct {
+    ngx_rbtree_node_t                 node;      /* key: crc32 of name */
+
+    ngx_uint_t                        rr;        /* round robin cursor */
+    ngx_uint_t                        inflight;
+    ngx_msec_t                        ttfb_ewma;
+    ngx_uint_t                        failures;  /* consecutive */
+
+    uint64_t                          requests;
+    uint64_t                          responses;
+    uint64_t                          errors;
+    uint64_t                          prompt_tokens;
+    uint64_t                          completion_tokens;
+
+    size_t                            len;
+    u_char                            name[1];
+} ngx_http_conductor_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                      rbtree;
+    ngx_rbtree_node_t                 sentinel;
+} ngx_http_conductor_shctx_t;
+
+
+typedef struct {
+    ngx_str_t                         name;
+    ngx_str_t                         secret;
+    ngx_str_t                         header;    /* header value to send */
+    ngx_uint_t                        limit[NGX_HTTP_CONDUCTOR_NLIMITS];
+    ngx_uint_t                        max_inflight;
+    ngx_http_conductor_provider_t    *provider;
+    ngx_http_conductor_node_t        *node;
+} ngx_http_conductor_key_t;
+
+
+typedef struct {
+    ngx_str_t                         model;
+    uint64_t                          input;     /* pico-USD per token */
+    uint64_t                          output;
+    uint64_t                          cached_input;
+    uint64_t                          cache_write;
+} ngx_http_conductor_price_t;
+
+
+struct ngx_http_conductor_provider_s {
+    ngx_str_t                         name;
+    ngx_str_t                         url;
+    ngx_uint_t                        api;
+    ngx_str_t                         scheme;    /* "http" or "https" */
+    ngx_str_t                         host;      /* Host header */
+    ngx_str_t                         sni;       /* host without port */
+    ngx_str_t                         prefix;    /* path, no trailing / */
+    ngx_addr_t                       *addrs;
+    ngx_uint_t                        naddrs;
+    ngx_uint_t                        index;
+    ngx_http_conductor_node_t        *node;
+    ngx_array_t                       keys;      /* ngx_http_conductor_key_t */
+    ngx_array_t                       prices;    /* ngx_http_conductor_price_t */
+#if (NGX_HTTP_SSL)
+    ngx_ssl_session_t                *ssl_session;  /* per worker */
+#endif
+    u_char                           *file;
+    ngx_uint_t                        line;
+    unsigned                          ssl:1;
+};
+
+
+/* one (provider model, key) a model alias can be served by */
+typedef struct {
+    ngx_http_conductor_provider_t    *provider;
+    ngx_http_conductor_key_t         *key;
+    ngx_str_t                         model;     /* empty: keep the client's */
+    ngx_str_t                         model_json;  /* as a JSON string */
+    ngx_uint_t                        priority;
+    ngx_uint_t                        weight;
+    ngx_uint_t                        index;
+    ngx_http_conductor_price_t       *price;     /* NULL: unpriced */
+} ngx_http_conductor_cand_t;
+
+
+typedef struct {
+    ngx_http_conductor_provider_t    *provider;
+    ngx_str_t                         model;
+    ngx_uint_t                        priority;
+    ngx_uint_t                        weight;
+} ngx_http_conductor_target_t;
+
+
+typedef struct {
+    ngx_str_t                         name;
+    ngx_array_t                       targets;   /* ngx_http_conductor_target_t */
+    ngx_array_t                       cands[NGX_HTTP_CONDUCTOR_NDIALECTS];
+    ngx_http_conductor_node_t        *node;
+    unsigned                          builtin:1;
+} ngx_http_conductor_model_t;
+
+
+typedef struct {
+    ngx_array_t                       providers; /* provider_t * */
+    ngx_array_t                       models;    /* model_t * */
+    ngx_hash_t                        model_hash;
+    ngx_http_conductor_model_t        passthrough[NGX_HTTP_CONDUCTOR_NDIALECTS];
+    ngx_shm_zone_t                   *shm_zone;
+    ngx_http_conductor_shctx_t       *sh;
+    ngx_slab_pool_t                  *shpool;
+    ngx_flag_t                        builtin_models;
+    ngx_uint_t                        nkeys;
+} ngx_http_conductor_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                        route;
+    ngx_flag_t                        models;
+    ngx_uint_t                        strategy;
+    ngx_int_t                         retries;
+    ngx_uint_t                        unknown_reject;
+    ngx_flag_t                        response_headers;
+    ngx_flag_t                        allow_override;
+} ngx_http_conductor_loc_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                        keepalive;     /* cached connections */
+    ngx_msec_t                        keepalive_timeout;
+    ngx_uint_t                        keepalive_requests;
+    ngx_queue_t                       cache;
+    ngx_queue_t                       free;
+} ngx_http_conductor_balancer_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t               *request;
+    ngx_http_conductor_model_t       *model;     /* NULL: unknown model */
+    ngx_str_t                         alias;     /* what the client asked */
+    ngx_uint_t                        dialect;
+    ngx_uint_t                        endpoint;
+    ngx_uint_t                        strategy;
+
+    /* the client's body and the edits every attempt shares */
+    u_char                           *body;
+    size_t                            body_len;
+    ngx_str_t                         model_spans[
+                                          NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS];
+    ngx_uint_t                        nmodel_spans;
+    ngx_http_conductor_json_edit_t    edits[NGX_HTTP_CONDUCTOR_MAX_EDITS];
+    ngx_uint_t                        nedits;
+
+    ngx_http_conductor_cand_t        *cands;
+    ngx_uint_t                        ncands;
+    uint64_t                          tried;     /* bitmap over cands */
+    ngx_http_conductor_cand_t        *cand;      /* the current attempt's */
+    ngx_http_conductor_cand_t        *winner;    /* the one that answered */
+    ngx_uint_t                        attempts;
+    ngx_uint_t                        max_attempts;
+    ngx_uint_t                        gets;
+    ngx_http_conductor_balancer_conf_t  *bcf;
+
+    ngx_str_t                         auth;      /* Authorization value */
+    ngx_str_t                         api_key;   /* x-api-key value */
+
+    ngx_int_t                         status;    /* of the access phase */
+    const char                       *error;     /* message for the client */
+    const char                       *error_code;
+
+    ngx_chain_t                      *error_out; /* replaced error body */
+    ngx_msec_t                        start;
+    ngx_msec_t                        ttfb;
+
+    unsigned                          stream:1;
+    unsigned                          client_usage:1;  /* asked for it */
+    unsigned                          added_usage:1;   /* we asked */
+    unsigned                          inflight:1;
+    unsigned                          retry_same:1;
+    unsigned                          error_replace:1;
+    unsigned                          error_sent:1;
+} ngx_http_conductor_ctx_t;
+
+
+extern ngx_module_t  ngx_http_conductor_module;
+
+extern ngx_str_t     ngx_http_conductor_endpoint_paths[];
+extern ngx_str_t     ngx_http_conductor_strategy_names[];
+
+
+/* conf */
+char *ngx_http_conductor_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_conductor_provider_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
+    ngx_http_conductor_main_conf_t *cmcf);
+ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_str_t *name);
+
+/* shm */
+ngx_int_t ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+void ngx_http_conductor_shm_lock(ngx_http_conductor_main_conf_t *cmcf);
+void ngx_http_conductor_shm_unlock(ngx_http_conductor_main_conf_t *cmcf);
+
+/* route */
+ngx_int_t ngx_http_conductor_route_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_conductor_set_candidate(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *cand);
+ngx_int_t ngx_http_conductor_dialect_of_uri(ngx_str_t *uri);
+
+/* pick */
+ngx_http_conductor_cand_t *ngx_http_conductor_pick(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+
+/* balancer */
+char *ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* filter */
+ngx_int_t ngx_http_conductor_filter_init(ngx_conf_t *cf);
+
+/* models list and the embedded mock provider */
+char *ngx_http_conductor_models(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_conductor_mock(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* variables */
+ngx_int_t ngx_http_conductor_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_CONDUCTOR_H_INCLUDED_ */

@@ -1,0 +1,634 @@
+
+/*
+ * The upstream balancer: "upstream conductor_backend { conductor_balancer; }"
+ * connects each attempt to the provider of the candidate picked for it.  A
+ * retry picks the next candidate and re-creates the request for it (new
+ * body, path, key and Host) before connecting, so failover happens inside
+ * the one client request with every proxy feature kept.
+ *
+ * Idle connections are cached per provider, not per address as the stock
+ * keepalive module does: two providers behind one address must never share
+ * a TLS connection opened with the other's name.
+ */
+
+
+#include "ngx_http_conductor.h"
+
+
+typedef struct {
+    ngx_http_conductor_balancer_conf_t  *conf;
+    ngx_queue_t                          queue;
+    ngx_connection_t                    *connection;
+    ngx_http_conductor_provider_t       *provider;
+    socklen_t                            socklen;
+    ngx_sockaddr_t                       sockaddr;
+} ngx_http_conductor_cache_t;
+
+
+static ngx_int_t ngx_http_conductor_balancer_init_upstream(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_conductor_balancer_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+static ngx_uint_t ngx_http_conductor_has_next(ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_cache_get(ngx_peer_connection_t *pc,
+    ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_cache_put(ngx_peer_connection_t *pc,
+    ngx_http_conductor_ctx_t *ctx, ngx_uint_t state);
+static void ngx_http_conductor_cache_dummy_handler(ngx_event_t *ev);
+static void ngx_http_conductor_cache_close_handler(ngx_event_t *ev);
+static void ngx_http_conductor_cache_close(ngx_connection_t *c);
+
+#if (NGX_HTTP_SSL)
+static ngx_int_t ngx_http_conductor_set_session(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_conductor_save_session(ngx_peer_connection_t *pc,
+    void *data);
+#endif
+
+
+char *
+ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_conductor_balancer_conf_t *bcf = conf;
+
+    ngx_int_t                      n;
+    ngx_str_t                     *value, s;
+    ngx_uint_t                     i;
+    ngx_msec_t                     t;
+    ngx_http_upstream_server_t    *us;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    if (uscf->peer.init_upstream == ngx_http_conductor_balancer_init_upstream)
+    {
+        return "is duplicate";
+    }
+
+    if (uscf->peer.init_upstream) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "load balancing method redefined");
+    }
+
+    bcf->keepalive = 32;
+    bcf->keepalive_timeout = 60000;
+    bcf->keepalive_requests = 1000;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "keepalive=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            bcf->keepalive = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "keepalive_timeout=", 18) == 0) {
+            s.data = value[i].data + 18;
+            s.len = value[i].len - 18;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            bcf->keepalive_timeout = t;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "keepalive_requests=", 19) == 0) {
+            n = ngx_atoi(value[i].data + 19, value[i].len - 19);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            bcf->keepalive_requests = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    uscf->peer.init_upstream = ngx_http_conductor_balancer_init_upstream;
+
+    /* nginx refuses an upstream block without a server: the providers are
+     * the servers, so one placeholder stands in for them */
+    if (uscf->servers->nelts == 0) {
+        us = ngx_array_push(uscf->servers);
+        if (us == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(us, sizeof(ngx_http_upstream_server_t));
+        ngx_str_set(&us->name, "conductor");
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\": expected keepalive=N, "
+                       "keepalive_timeout=TIME or keepalive_requests=N",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_balancer_init_upstream(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_uint_t                           i;
+    ngx_http_conductor_cache_t          *cached;
+    ngx_http_conductor_balancer_conf_t  *bcf;
+
+    if (us->shm_zone) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"zone\" cannot be used with conductor_balancer in "
+                      "upstream \"%V\" in %s:%ui", &us->host, us->file_name,
+                      us->line);
+        return NGX_ERROR;
+    }
+
+    if (us->peer.init_upstream != ngx_http_conductor_balancer_init_upstream) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"keepalive\" cannot wrap conductor_balancer in "
+                      "upstream \"%V\" in %s:%ui: it would share connections "
+                      "between providers; use conductor_balancer "
+                      "keepalive=N", &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    bcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_conductor_module);
+
+    us->peer.init = ngx_http_conductor_balancer_init_peer;
+
+    ngx_queue_init(&bcf->cache);
+    ngx_queue_init(&bcf->free);
+
+    if (bcf->keepalive == 0) {
+        return NGX_OK;
+    }
+
+    cached = ngx_pcalloc(cf->pool,
+                         sizeof(ngx_http_conductor_cache_t) * bcf->keepalive);
+    if (cached == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < bcf->keepalive; i++) {
+        ngx_queue_insert_head(&bcf->free, &cached[i].queue);
+        cached[i].conf = bcf;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_balancer_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_http_conductor_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (ctx == NULL || ctx->cand == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "upstream \"%V\" uses conductor_balancer, but the "
+                      "location has no conductor_route", &us->host);
+        return NGX_ERROR;
+    }
+
+    ctx->bcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_conductor_module);
+
+    r->upstream->peer.data = ctx;
+    r->upstream->peer.get = ngx_http_conductor_balancer_get;
+    r->upstream->peer.free = ngx_http_conductor_balancer_free;
+    r->upstream->peer.tries = ctx->max_attempts;
+
+#if (NGX_HTTP_SSL)
+    r->upstream->peer.set_session = ngx_http_conductor_set_session;
+    r->upstream->peer.save_session = ngx_http_conductor_save_session;
+#endif
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    ngx_addr_t                     *addr;
+    ngx_http_request_t             *r;
+    ngx_http_upstream_t            *u;
+    ngx_http_conductor_cand_t      *cand;
+    ngx_http_conductor_provider_t  *p;
+
+    r = ctx->request;
+    u = r->upstream;
+
+    /* keepalive's reuse flag would otherwise grant endless extra tries */
+    pc->cached = 0;
+    pc->connection = NULL;
+
+    if (++ctx->gets > 2 * NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS) {
+        return NGX_BUSY;
+    }
+
+    if (ctx->gets > 1 && !ctx->retry_same) {
+
+        cand = ngx_http_conductor_pick(r, ctx);
+        if (cand == NULL) {
+            return NGX_BUSY;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                       "conductor: attempt %ui with key \"%V\"",
+                       ctx->attempts, &cand->key->name);
+
+        if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* the lua balancer's recreate_request: the proxy builds the
+         * request anew from the body, path and variables just set */
+        u->request_bufs = r->request_body->bufs;
+
+        if (u->create_request(r) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->retry_same = 0;
+
+    cand = ctx->cand;
+    p = cand->provider;
+
+#if (NGX_HTTP_SSL)
+    if (p->ssl && u->conf->ssl == NULL) {
+        ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                      "provider \"%V\" is https, but proxy_pass of this "
+                      "location is neither https nor a variable: include "
+                      "conductor_proxy.conf", &p->name);
+        return NGX_ERROR;
+    }
+
+    u->ssl = p->ssl;
+#endif
+
+    addr = &p->addrs[ctx->attempts % p->naddrs];
+
+    pc->sockaddr = addr->sockaddr;
+    pc->socklen = addr->socklen;
+    pc->name = &addr->name;
+
+    /* the last candidate's answer, even a 429, is the client's answer */
+    if (!ngx_http_conductor_has_next(ctx)) {
+        pc->tries = 1;
+    }
+
+    if (ngx_http_conductor_cache_get(pc, ctx) == NGX_DONE) {
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    ngx_uint_t                       status;
+    ngx_http_request_t              *r;
+    ngx_http_conductor_node_t       *node;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    r = ctx->request;
+    status = r->upstream->state ? r->upstream->state->status : 0;
+
+    /* a kept-alive connection the provider had closed: same key again */
+    if ((state & NGX_PEER_FAILED) && pc->cached && status == 0) {
+        ctx->retry_same = 1;
+        pc->tries--;
+        return;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    node = ctx->cand->key->node;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    if (ctx->inflight) {
+        node->inflight--;
+        ctx->inflight = 0;
+    }
+
+    if (state & NGX_PEER_FAILED) {
+        node->failures++;
+        node->errors++;
+
+    } else {
+        node->failures = 0;
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    if (!(state & NGX_PEER_FAILED)) {
+        ctx->winner = ctx->cand;
+    }
+
+    ngx_http_conductor_cache_put(pc, ctx, state);
+
+    pc->tries--;
+}
+
+
+static ngx_uint_t
+ngx_http_conductor_has_next(ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    if (ctx->attempts >= ctx->max_attempts) {
+        return 0;
+    }
+
+    for (i = 0; i < ctx->ncands; i++) {
+        if (!(ctx->tried & ((uint64_t) 1 << i))) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_cache_get(ngx_peer_connection_t *pc,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_queue_t                         *q, *cache;
+    ngx_connection_t                    *c;
+    ngx_http_conductor_cache_t          *item;
+    ngx_http_conductor_balancer_conf_t  *bcf;
+
+    bcf = ctx->bcf;
+
+    if (bcf->keepalive == 0) {
+        return NGX_OK;
+    }
+
+    cache = &bcf->cache;
+
+    for (q = ngx_queue_head(cache);
+         q != ngx_queue_sentinel(cache);
+         q = ngx_queue_next(q))
+    {
+        item = ngx_queue_data(q, ngx_http_conductor_cache_t, queue);
+
+        if (item->provider != ctx->cand->provider
+            || ngx_memn2cmp((u_char *) &item->sockaddr, (u_char *) pc->sockaddr,
+                            item->socklen, pc->socklen)
+               != 0)
+        {
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        ngx_queue_insert_head(&bcf->free, q);
+
+        c = item->connection;
+
+        c->idle = 0;
+        c->sent = 0;
+        c->data = NULL;
+        c->log = pc->log;
+        c->read->log = pc->log;
+        c->write->log = pc->log;
+        c->pool->log = pc->log;
+
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        pc->connection = c;
+        pc->cached = 1;
+
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_conductor_cache_put(ngx_peer_connection_t *pc,
+    ngx_http_conductor_ctx_t *ctx, ngx_uint_t state)
+{
+    ngx_queue_t                         *q;
+    ngx_connection_t                    *c;
+    ngx_http_upstream_t                 *u;
+    ngx_http_conductor_cache_t          *item;
+    ngx_http_conductor_balancer_conf_t  *bcf;
+
+    bcf = ctx->bcf;
+    c = pc->connection;
+    u = ctx->request->upstream;
+
+    if (bcf->keepalive == 0
+        || (state & NGX_PEER_FAILED)
+        || c == NULL
+        || c->read->eof
+        || c->read->error
+        || c->read->timedout
+        || c->write->error
+        || c->write->timedout
+        || c->requests >= bcf->keepalive_requests
+        || !u->keepalive
+        || !u->request_body_sent
+        || ngx_terminate
+        || ngx_exiting)
+    {
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        return;
+    }
+
+    if (ngx_queue_empty(&bcf->free)) {
+        /* the oldest idle connection makes room */
+        q = ngx_queue_last(&bcf->cache);
+        ngx_queue_remove(q);
+
+        item = ngx_queue_data(q, ngx_http_conductor_cache_t, queue);
+        ngx_http_conductor_cache_close(item->connection);
+
+    } else {
+        q = ngx_queue_head(&bcf->free);
+        ngx_queue_remove(q);
+
+        item = ngx_queue_data(q, ngx_http_conductor_cache_t, queue);
+    }
+
+    ngx_queue_insert_head(&bcf->cache, q);
+
+    item->connection = c;
+    item->provider = ctx->cand->provider;
+
+    pc->connection = NULL;
+
+    c->read->delayed = 0;
+    ngx_add_timer(c->read, bcf->keepalive_timeout);
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->write->handler = ngx_http_conductor_cache_dummy_handler;
+    c->read->handler = ngx_http_conductor_cache_close_handler;
+
+    c->data = item;
+    c->idle = 1;
+    c->log = ngx_cycle->log;
+    c->read->log = ngx_cycle->log;
+    c->write->log = ngx_cycle->log;
+    c->pool->log = ngx_cycle->log;
+
+    item->socklen = pc->socklen;
+    ngx_memcpy(&item->sockaddr, pc->sockaddr, pc->socklen);
+
+    if (c->read->ready) {
+        ngx_http_conductor_cache_close_handler(c->read);
+    }
+}
+
+
+static void
+ngx_http_conductor_cache_dummy_handler(ngx_event_t *ev)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "conductor: idle connection dummy handler");
+}
+
+
+/* an idle connection that becomes readable was closed or misbehaves */
+
+static void
+ngx_http_conductor_cache_close_handler(ngx_event_t *ev)
+{
+    int                          n;
+    char                         buf[1];
+    ngx_connection_t            *c;
+    ngx_http_conductor_cache_t  *item;
+
+    c = ev->data;
+
+    if (c->close || c->read->timedout) {
+        goto close;
+    }
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    if (n == -1 && ngx_socket_errno == NGX_EAGAIN) {
+        ev->ready = 0;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            goto close;
+        }
+
+        return;
+    }
+
+close:
+
+    item = c->data;
+
+    ngx_http_conductor_cache_close(c);
+
+    ngx_queue_remove(&item->queue);
+    ngx_queue_insert_head(&item->conf->free, &item->queue);
+}
+
+
+static void
+ngx_http_conductor_cache_close(ngx_connection_t *c)
+{
+#if (NGX_HTTP_SSL)
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = 1;
+
+        if (ngx_ssl_shutdown(c) == NGX_AGAIN) {
+            c->ssl->handler = ngx_http_conductor_cache_close;
+            return;
+        }
+    }
+
+#endif
+
+    ngx_destroy_pool(c->pool);
+    ngx_close_connection(c);
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static ngx_int_t
+ngx_http_conductor_set_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    ngx_ssl_session_t  *session;
+
+    session = ctx->cand->provider->ssl_session;
+
+    if (session == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_ssl_set_session(pc->connection, session);
+}
+
+
+static void
+ngx_http_conductor_save_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    ngx_ssl_session_t              *old, *session;
+    ngx_http_conductor_provider_t  *p;
+
+    session = ngx_ssl_get_session(pc->connection);
+
+    if (session == NULL) {
+        return;
+    }
+
+    /* per provider and per worker: sessions never cross providers */
+    p = ctx->cand->provider;
+    old = p->ssl_session;
+    p->ssl_session = session;
+
+    if (old) {
+        ngx_ssl_free_session(old);
+    }
+}
+
+#endif

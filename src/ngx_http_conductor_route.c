@@ -1,0 +1,635 @@
+
+/*
+ * The routing handler: reads the request body (the mirror module's
+ * pattern), scans the top level of the JSON, resolves the model alias to
+ * candidates of the endpoint's dialect, reserves one, and rewrites the body
+ * by splicing byte spans.  It runs in the PRECONTENT phase, after allow /
+ * deny / auth_request have had their say, so nothing is read or reserved
+ * for a request that access control refuses.
+ */
+
+
+#include "ngx_http_conductor.h"
+
+
+static void ngx_http_conductor_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_conductor_route_body(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_read_body(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_stream_options(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members);
+static ngx_int_t ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx,
+    const u_char *from, const u_char *to, const u_char *data, size_t len);
+static ngx_int_t ngx_http_conductor_endpoint_of_uri(ngx_str_t *uri);
+
+
+ngx_str_t  ngx_http_conductor_endpoint_paths[] = {
+    ngx_string("/chat/completions"),
+    ngx_string("/completions"),
+    ngx_string("/embeddings"),
+    ngx_string("/responses"),
+    ngx_string("/messages"),
+    ngx_null_string
+};
+
+
+static u_char  ngx_http_conductor_include_usage[] = "\"include_usage\":true";
+
+
+ngx_int_t
+ngx_http_conductor_route_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc, ep;
+    ngx_http_conductor_ctx_t       *ctx;
+    ngx_http_conductor_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+    if (!lcf->route || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (ctx) {
+        return ctx->status;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->start = ngx_current_msec;
+    ctx->strategy = lcf->strategy;
+    ctx->dialect = ngx_http_conductor_dialect_of_uri(&r->uri);
+
+    ngx_http_set_ctx(r, ctx, ngx_http_conductor_module);
+
+    ep = ngx_http_conductor_endpoint_of_uri(&r->uri);
+
+    if (ep == NGX_ERROR) {
+        ctx->error = "unsupported path: the gateway serves chat/completions, "
+                     "completions, embeddings, responses and messages";
+        ctx->status = NGX_HTTP_NOT_FOUND;
+        return ctx->status;
+    }
+
+    ctx->endpoint = ep;
+
+    if (r->method != NGX_HTTP_POST) {
+        ctx->error = "method not allowed: use POST";
+        ctx->status = NGX_HTTP_NOT_ALLOWED;
+        return ctx->status;
+    }
+
+    ctx->status = NGX_DONE;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_conductor_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ctx->status = rc;
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_conductor_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_conductor_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    ctx->status = ngx_http_conductor_route_body(r, ctx);
+
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static ngx_int_t
+ngx_http_conductor_route_body(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    long                               i, last;
+    u_char                            *alias;
+    ngx_int_t                          rc;
+    ngx_uint_t                         n;
+    ngx_uint_t                         key;
+    const u_char                      *from, *to;
+    ngx_http_conductor_cand_t         *cand;
+    ngx_http_conductor_model_t        *m;
+    ngx_http_conductor_loc_conf_t     *lcf;
+    ngx_http_conductor_main_conf_t    *cmcf;
+    ngx_http_conductor_json_object_t   obj;
+    ngx_http_conductor_json_member_t   members[NGX_HTTP_CONDUCTOR_MAX_MEMBERS];
+
+    rc = ngx_http_conductor_read_body(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_conductor_json_scan_object(ctx->body, ctx->body_len, &obj,
+                                             members,
+                                             NGX_HTTP_CONDUCTOR_MAX_MEMBERS);
+
+    switch (rc) {
+
+    case NGX_HTTP_CONDUCTOR_JSON_OK:
+        break;
+
+    case NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT:
+        ctx->error = "the request body must be a JSON object";
+        return NGX_HTTP_BAD_REQUEST;
+
+    case NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP:
+        ctx->error = "the request body is nested too deeply";
+        return NGX_HTTP_BAD_REQUEST;
+
+    case NGX_HTTP_CONDUCTOR_JSON_TOO_MANY:
+        ctx->error = "the request body has too many top-level fields";
+        return NGX_HTTP_BAD_REQUEST;
+
+    default:
+        ctx->error = "the request body is not valid JSON";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    /* every "model" is rewritten; the last one is what JSON parsers take */
+    last = -1;
+
+    for (i = 0; i < (long) obj.n; i++) {
+
+        if (ngx_http_conductor_json_key_is(&members[i], "model")) {
+
+            if (members[i].type != NGX_HTTP_CONDUCTOR_JSON_STRING) {
+                ctx->error = "\"model\" must be a string";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+
+            if (ctx->nmodel_spans == NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS) {
+                ctx->error = "\"model\" is given too many times";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+
+            ctx->model_spans[ctx->nmodel_spans].data =
+                                                   (u_char *) members[i].value;
+            ctx->model_spans[ctx->nmodel_spans].len = members[i].value_len;
+            ctx->nmodel_spans++;
+            last = i;
+            continue;
+        }
+
+        if (ngx_http_conductor_json_key_is(&members[i], "routing")) {
+
+            /* never sent upstream, whether or not it is honoured */
+            ngx_http_conductor_json_member_removal(&obj, members, i,
+                                                   &from, &to);
+
+            if (ngx_http_conductor_add_edit(ctx, from, to, NULL, 0) != NGX_OK)
+            {
+                ctx->error = "the request body has too many \"routing\"";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+
+            continue;
+        }
+
+        if (ngx_http_conductor_json_key_is(&members[i], "stream")) {
+            ctx->stream = (members[i].type == NGX_HTTP_CONDUCTOR_JSON_TRUE);
+        }
+    }
+
+    if (last == -1) {
+        ctx->error = "\"model\" is required";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    alias = ngx_pnalloc(r->pool, members[last].value_len);
+    if (alias == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    i = ngx_http_conductor_json_string_decode(members[last].value,
+                                              members[last].value_len,
+                                              alias, members[last].value_len);
+    if (i <= 0) {
+        ctx->error = "\"model\" must be a non-empty string";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ctx->alias.data = alias;
+    ctx->alias.len = i;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+    key = ngx_hash_key(ctx->alias.data, ctx->alias.len);
+    m = ngx_hash_find(&cmcf->model_hash, key, ctx->alias.data,
+                      ctx->alias.len);
+
+    if (m == NULL) {
+        if (lcf->unknown_reject) {
+            ctx->error = "the model does not exist";
+            ctx->error_code = "model_not_found";
+            return NGX_HTTP_NOT_FOUND;
+        }
+
+        /* as Conductor does: an unknown name goes through unchanged */
+        m = &cmcf->passthrough[ctx->dialect];
+    }
+
+    ctx->model = m;
+    ctx->cands = m->cands[ctx->dialect].elts;
+    ctx->ncands = m->cands[ctx->dialect].nelts;
+
+    if (ctx->ncands == 0) {
+        ctx->error = "no provider serves this model for this API";
+        ctx->error_code = "model_not_found";
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (ctx->stream
+        && (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_CHAT
+            || ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_COMPLETIONS))
+    {
+        rc = ngx_http_conductor_stream_options(r, ctx, &obj, members);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    n = ctx->ncands < NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS
+        ? ctx->ncands : NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS;
+    ctx->max_attempts = ngx_min(n, (ngx_uint_t) lcf->retries + 1);
+
+    cand = ngx_http_conductor_pick(r, ctx);
+
+    if (cand == NULL) {
+        ctx->error = "every key that serves this model is at its limit";
+        return NGX_HTTP_TOO_MANY_REQUESTS;
+    }
+
+    if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the body as one span: in memory as it is, or gathered from a temp file */
+
+static ngx_int_t
+ngx_http_conductor_read_body(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    u_char       *p;
+    off_t         len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        ctx->error = "the request body is empty";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        ctx->body = cl->buf->pos;
+        ctx->body_len = cl->buf->last - cl->buf->pos;
+
+    } else {
+        len = 0;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            len += ngx_buf_size(cl->buf);
+        }
+
+        ctx->body = ngx_pnalloc(r->pool, len ? len : 1);
+        if (ctx->body == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ctx->body;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (b->in_file) {
+                /* the temp file was just written: it is in the page cache */
+                n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                                  b->file_pos);
+
+                if (n != b->file_last - b->file_pos) {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+
+                p += n;
+                continue;
+            }
+
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+
+        ctx->body_len = p - ctx->body;
+    }
+
+    if (ctx->body_len == 0) {
+        ctx->error = "the request body is empty";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Usage of a chat stream comes only with stream_options.include_usage: the
+ * gateway asks for it, and remembers whether the client had, so the extra
+ * chunk can be taken out of what a client that did not ask receives.
+ */
+
+static ngx_int_t
+ngx_http_conductor_stream_options(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members)
+{
+    long                               i, j;
+    size_t                             len;
+    u_char                            *p;
+    ngx_int_t                          rc;
+    ngx_http_conductor_json_object_t   so;
+    ngx_http_conductor_json_member_t   som[16];
+
+    i = ngx_http_conductor_json_find(members, obj->n, "stream_options");
+
+    if (i == -1) {
+        len = sizeof(",\"stream_options\":{}") - 1
+              + sizeof(ngx_http_conductor_include_usage) - 1;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(p, ",\"stream_options\":{%s}",
+                    ngx_http_conductor_include_usage);
+
+        rc = ngx_http_conductor_add_edit(ctx, obj->close, obj->close, p, len);
+        goto done;
+    }
+
+    if (members[i].type == NGX_HTTP_CONDUCTOR_JSON_NULL) {
+        len = sizeof("{}") - 1 + sizeof(ngx_http_conductor_include_usage) - 1;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(p, "{%s}", ngx_http_conductor_include_usage);
+
+        rc = ngx_http_conductor_add_edit(ctx, members[i].value,
+                                         members[i].value
+                                         + members[i].value_len, p, len);
+        goto done;
+    }
+
+    if (members[i].type != NGX_HTTP_CONDUCTOR_JSON_OBJECT) {
+        /* the provider answers that error in its own words */
+        return NGX_OK;
+    }
+
+    if (ngx_http_conductor_json_scan_object(members[i].value,
+                                            members[i].value_len, &so, som,
+                                            16)
+        != NGX_HTTP_CONDUCTOR_JSON_OK)
+    {
+        ctx->error = "\"stream_options\" has too many fields";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    j = ngx_http_conductor_json_find(som, so.n, "include_usage");
+
+    if (j != -1 && som[j].type == NGX_HTTP_CONDUCTOR_JSON_TRUE) {
+        ctx->client_usage = 1;
+        return NGX_OK;
+    }
+
+    if (j != -1) {
+        rc = ngx_http_conductor_add_edit(ctx, som[j].value,
+                                         som[j].value + som[j].value_len,
+                                         (u_char *) "true", 4);
+        goto done;
+    }
+
+    len = sizeof(ngx_http_conductor_include_usage) - 1 + (so.n ? 1 : 0);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(p, "%s%s", ngx_http_conductor_include_usage, so.n ? "," : "");
+
+    rc = ngx_http_conductor_add_edit(ctx, so.open + 1, so.open + 1, p, len);
+
+done:
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->added_usage = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx, const u_char *from,
+    const u_char *to, const u_char *data, size_t len)
+{
+    ngx_uint_t                       i;
+    ngx_http_conductor_json_edit_t  *e;
+
+    /* kept sorted by position; two removals that share a comma merge */
+    for (i = ctx->nedits; i > 0 && ctx->edits[i - 1].from > from; i--) {
+        /* void */
+    }
+
+    if (i > 0 && data == NULL && ctx->edits[i - 1].data == NULL
+        && ctx->edits[i - 1].to > from)
+    {
+        if (ctx->edits[i - 1].to < to) {
+            ctx->edits[i - 1].to = to;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ctx->nedits == NGX_HTTP_CONDUCTOR_MAX_EDITS) {
+        return NGX_ERROR;
+    }
+
+    ngx_memmove(&ctx->edits[i + 1], &ctx->edits[i],
+                (ctx->nedits - i) * sizeof(ngx_http_conductor_json_edit_t));
+
+    e = &ctx->edits[i];
+    e->from = from;
+    e->to = to;
+    e->data = data;
+    e->len = len;
+
+    ctx->nedits++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Makes cand the current attempt: the body with its provider's model name,
+ * the provider's path, and the values of the $conductor_upstream_*
+ * variables that the proxy reads when it (re)creates the request.
+ */
+
+ngx_int_t
+ngx_http_conductor_set_candidate(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *cand)
+{
+    u_char                          *p;
+    size_t                           len;
+    ngx_buf_t                       *b;
+    ngx_str_t                       *path;
+    ngx_uint_t                       i, j, k, n;
+    ngx_chain_t                     *cl;
+    ngx_http_conductor_json_edit_t   edits[NGX_HTTP_CONDUCTOR_MAX_EDITS
+                                           + NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS];
+
+    ctx->cand = cand;
+
+    /* merge the shared edits with this candidate's model replacements */
+    n = 0;
+    j = 0;
+    k = cand->model.len ? ctx->nmodel_spans : 0;
+
+    for (i = 0; i < ctx->nedits || j < k; /* void */ ) {
+
+        if (j < k && (i == ctx->nedits
+                      || ctx->model_spans[j].data < ctx->edits[i].from))
+        {
+            edits[n].from = ctx->model_spans[j].data;
+            edits[n].to = ctx->model_spans[j].data + ctx->model_spans[j].len;
+            edits[n].data = cand->model_json.data;
+            edits[n].len = cand->model_json.len;
+            n++;
+            j++;
+            continue;
+        }
+
+        edits[n++] = ctx->edits[i++];
+    }
+
+    if (n) {
+        len = ngx_http_conductor_json_splice(ctx->body, ctx->body_len, edits,
+                                             n, NULL);
+
+        b = ngx_create_temp_buf(r->pool, len ? len : 1);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->last = b->pos + ngx_http_conductor_json_splice(ctx->body,
+                                                          ctx->body_len,
+                                                          edits, n, b->pos);
+        b->last_buf = 1;
+
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        cl->buf = b;
+        cl->next = NULL;
+
+        r->request_body->bufs = cl;
+
+        /* a stale length would turn the rest into a second request */
+        r->headers_in.content_length_n = len;
+
+        if (r->headers_in.content_length) {
+            p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            r->headers_in.content_length->value.data = p;
+            r->headers_in.content_length->value.len =
+                                          ngx_sprintf(p, "%O", len) - p;
+        }
+    }
+
+    path = &ngx_http_conductor_endpoint_paths[ctx->endpoint];
+
+    len = cand->provider->prefix.len + path->len;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->uri.data = p;
+    p = ngx_cpymem(p, cand->provider->prefix.data, cand->provider->prefix.len);
+    ngx_memcpy(p, path->data, path->len);
+    r->uri.len = len;
+    r->valid_unparsed_uri = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_endpoint_of_uri(ngx_str_t *uri)
+{
+    ngx_uint_t   i;
+    ngx_str_t   *ep;
+
+    for (i = 0; ngx_http_conductor_endpoint_paths[i].len; i++) {
+        ep = &ngx_http_conductor_endpoint_paths[i];
+
+        if (uri->len >= ep->len
+            && ngx_strncmp(uri->data + uri->len - ep->len, ep->data, ep->len)
+               == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_conductor_dialect_of_uri(ngx_str_t *uri)
+{
+    if (ngx_http_conductor_endpoint_of_uri(uri)
+        == NGX_HTTP_CONDUCTOR_EP_MESSAGES)
+    {
+        return NGX_HTTP_CONDUCTOR_ANTHROPIC;
+    }
+
+    return NGX_HTTP_CONDUCTOR_OPENAI;
+}

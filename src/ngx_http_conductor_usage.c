@@ -1,0 +1,636 @@
+/*
+ * Token usage extraction; see ngx_http_conductor_usage.h.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "ngx_http_conductor_sse.h"
+#include "ngx_http_conductor_usage.h"
+
+
+static const unsigned char *ngx_http_conductor_usage_next(
+    const unsigned char **pos, const unsigned char *end, const char *name,
+    size_t n);
+static int ngx_http_conductor_usage_has_object(const unsigned char *p,
+    size_t len);
+static json_t *ngx_http_conductor_usage_load(const unsigned char *p,
+    size_t len, size_t flags);
+static int ngx_http_conductor_usage_count(json_t *obj, const char *name,
+    int64_t *v);
+static int ngx_http_conductor_usage_count2(json_t *obj, const char *name1,
+    const char *name2, int64_t *v);
+static int ngx_http_conductor_usage_detail(json_t *obj, const char *name1,
+    const char *name2, const char *field, int64_t *v);
+static int ngx_http_conductor_usage_openai(ngx_http_conductor_usage_t *u,
+    json_t *usage);
+static int ngx_http_conductor_usage_anthropic(ngx_http_conductor_usage_t *u,
+    json_t *usage);
+static int ngx_http_conductor_usage_apply(ngx_http_conductor_usage_t *u,
+    json_t *usage);
+static int ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len);
+static void ngx_http_conductor_usage_derive(ngx_http_conductor_usage_t *u);
+static int ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u,
+    json_t *root);
+static int ngx_http_conductor_usage_is(const unsigned char *p, size_t len,
+    const char *name);
+static int ngx_http_conductor_usage_final(const unsigned char *p,
+    size_t len);
+
+
+void
+ngx_http_conductor_usage_init(ngx_http_conductor_usage_t *u, int api)
+{
+    memset(u, 0, sizeof(ngx_http_conductor_usage_t));
+    u->api = api;
+}
+
+
+int
+ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len)
+{
+    int      rc;
+    json_t  *root;
+
+    if (!ngx_http_conductor_usage_has_object(p, len)) {
+        return 0;
+    }
+
+    root = ngx_http_conductor_usage_load(p, len, 0);
+    if (root == NULL) {
+        return 0;
+    }
+
+    rc = ngx_http_conductor_usage_apply(u, json_object_get(root, "usage"));
+
+    if (rc == 0) {
+        rc = ngx_http_conductor_usage_choice(u, root);
+    }
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+int
+ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
+    const ngx_http_conductor_sse_line_t *line)
+{
+    int                   rc, start;
+    size_t                type_len;
+    json_t               *root, *type, *obj;
+    const unsigned char  *name;
+
+    if (line->flags & NGX_HTTP_CONDUCTOR_SSE_USAGE_ONLY) {
+
+        /* a usage object the over-long line fallback captured */
+
+        switch (u->api) {
+
+        case NGX_HTTP_CONDUCTOR_USAGE_RESPONSES:
+            if (line->flags != NGX_HTTP_CONDUCTOR_SSE_USAGE_RESPONSE
+                || !ngx_http_conductor_usage_final(line->event,
+                                                   line->event_len))
+            {
+                return 0;
+            }
+
+            break;
+
+        case NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC:
+            if (!(line->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_MESSAGE
+                  && ngx_http_conductor_usage_is(line->event, line->event_len,
+                                                 "message_start"))
+                && !(line->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP
+                     && ngx_http_conductor_usage_is(line->event,
+                                                    line->event_len,
+                                                    "message_delta")))
+            {
+                return 0;
+            }
+
+            break;
+
+        default:
+            if (line->flags != NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP) {
+                return 0;
+            }
+        }
+
+        return ngx_http_conductor_usage_apply_text(u, line->data, line->len);
+    }
+
+    if (!(line->flags & NGX_HTTP_CONDUCTOR_SSE_DATA)) {
+        return 0;
+    }
+
+    /* the event name, when there is one, rules a line out before parsing */
+
+    if (line->event_len) {
+        if (u->api == NGX_HTTP_CONDUCTOR_USAGE_RESPONSES
+            && !ngx_http_conductor_usage_final(line->event, line->event_len))
+        {
+            return 0;
+        }
+
+        if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC
+            && !ngx_http_conductor_usage_is(line->event, line->event_len,
+                                            "message_start")
+            && !ngx_http_conductor_usage_is(line->event, line->event_len,
+                                            "message_delta"))
+        {
+            return 0;
+        }
+    }
+
+    if (!ngx_http_conductor_usage_has_object(line->data, line->len)) {
+        return 0;
+    }
+
+    root = ngx_http_conductor_usage_load(line->data, line->len, 0);
+    if (root == NULL) {
+        return 0;
+    }
+
+    rc = 0;
+
+    if (u->api != NGX_HTTP_CONDUCTOR_USAGE_RESPONSES
+        && u->api != NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC)
+    {
+        rc = ngx_http_conductor_usage_apply(u, json_object_get(root, "usage"));
+
+        if (rc == 0) {
+            rc = ngx_http_conductor_usage_choice(u, root);
+        }
+
+        json_decref(root);
+        return rc;
+    }
+
+    /* Responses and Anthropic: the event type decides where usage is */
+
+    name = line->event;
+    type_len = line->event_len;
+
+    if (type_len == 0) {
+        type = json_object_get(root, "type");
+
+        if (!json_is_string(type)) {
+            goto done;
+        }
+
+        name = (const unsigned char *) json_string_value(type);
+        type_len = json_string_length(type);
+    }
+
+    if (u->api == NGX_HTTP_CONDUCTOR_USAGE_RESPONSES) {
+        if (!ngx_http_conductor_usage_final(name, type_len)) {
+            goto done;
+        }
+
+        obj = json_object_get(root, "response");
+        rc = ngx_http_conductor_usage_apply(u, json_object_get(obj, "usage"));
+        goto done;
+    }
+
+    start = ngx_http_conductor_usage_is(name, type_len, "message_start");
+
+    if (start) {
+        obj = json_object_get(json_object_get(root, "message"), "usage");
+
+    } else if (ngx_http_conductor_usage_is(name, type_len, "message_delta")) {
+        obj = json_object_get(root, "usage");
+
+    } else {
+        goto done;
+    }
+
+    rc = ngx_http_conductor_usage_apply(u, obj);
+
+done:
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+void
+ngx_http_conductor_usage_sse_handler(void *data,
+    const ngx_http_conductor_sse_line_t *line)
+{
+    (void) ngx_http_conductor_usage_parse_line(data, line);
+}
+
+
+int
+ngx_http_conductor_usage_parse_scan(ngx_http_conductor_usage_t *u,
+    const ngx_http_conductor_sse_scan_t *scan)
+{
+    size_t                                   i;
+    const ngx_http_conductor_sse_capture_t  *c;
+
+    for (i = scan->ncaptures; i > 0; i--) {
+        c = &scan->capture[i - 1];
+
+        if (c->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP) {
+            return ngx_http_conductor_usage_apply_text(u, scan->cap + c->off,
+                                                       c->len);
+        }
+    }
+
+    return 0;
+}
+
+
+int
+ngx_http_conductor_usage_only_chunk(const unsigned char *p, size_t len)
+{
+    int                   rc;
+    json_t               *root, *choices;
+    const unsigned char  *pos, *end, *v;
+
+    end = p + len;
+    pos = p;
+
+    for ( ;; ) {
+        v = ngx_http_conductor_usage_next(&pos, end, "choices", 7);
+        if (v == NULL) {
+            return 0;
+        }
+
+        if (*v != '[') {
+            continue;
+        }
+
+        for (v++; v < end; v++) {
+            if (*v != ' ' && *v != '\t' && *v != '\r' && *v != '\n') {
+                break;
+            }
+        }
+
+        if (v < end && *v == ']') {
+            break;
+        }
+    }
+
+    if (!ngx_http_conductor_usage_has_object(p, len)) {
+        return 0;
+    }
+
+    /* a candidate: confirm; duplicate keys could hide choices, say no */
+
+    root = ngx_http_conductor_usage_load(p, len, JSON_REJECT_DUPLICATES);
+    if (root == NULL) {
+        return 0;
+    }
+
+    choices = json_object_get(root, "choices");
+
+    rc = json_is_array(choices) && json_array_size(choices) == 0
+         && json_is_object(json_object_get(root, "usage"));
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+/*
+ * Byte check before any parse: the value after the next "name" key
+ * (a quoted name, blanks, a colon, blanks) from *pos on, NULL when there
+ * is none.  A quoted name inside a string has its quotes escaped, so it
+ * does not match; a false match only costs a parse.
+ */
+
+static const unsigned char *
+ngx_http_conductor_usage_next(const unsigned char **pos,
+    const unsigned char *end, const char *name, size_t n)
+{
+    const unsigned char  *p, *q;
+
+    p = *pos;
+
+    while (p < end) {
+        q = memchr(p, '"', end - p);
+        if (q == NULL) {
+            break;
+        }
+
+        p = q + 1;
+
+        if ((size_t) (end - p) < n + 2
+            || p[n] != '"' || memcmp(p, name, n) != 0)
+        {
+            continue;
+        }
+
+        for (q = p + n + 1; q < end; q++) {
+            if (*q != ' ' && *q != '\t' && *q != '\r' && *q != '\n') {
+                break;
+            }
+        }
+
+        if (q == end || *q != ':') {
+            continue;
+        }
+
+        for (q++; q < end; q++) {
+            if (*q != ' ' && *q != '\t' && *q != '\r' && *q != '\n') {
+                break;
+            }
+        }
+
+        if (q == end) {
+            break;
+        }
+
+        *pos = q;
+        return q;
+    }
+
+    *pos = end;
+
+    return NULL;
+}
+
+
+/* a "usage" member with an object value: skips "usage": null chunks */
+
+static int
+ngx_http_conductor_usage_has_object(const unsigned char *p, size_t len)
+{
+    const unsigned char  *pos, *end, *v;
+
+    pos = p;
+    end = p + len;
+
+    while ((v = ngx_http_conductor_usage_next(&pos, end, "usage", 5))) {
+        if (*v == '{') {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static json_t *
+ngx_http_conductor_usage_load(const unsigned char *p, size_t len,
+    size_t flags)
+{
+    json_t        *root;
+    json_error_t   err;
+
+    root = json_loadb((const char *) p, len, flags, &err);
+
+    if (root != NULL && !json_is_object(root)) {
+        json_decref(root);
+        return NULL;
+    }
+
+    return root;
+}
+
+
+static int
+ngx_http_conductor_usage_count(json_t *obj, const char *name, int64_t *v)
+{
+    json_int_t   n;
+    json_t      *j;
+
+    j = json_object_get(obj, name);
+
+    if (!json_is_integer(j)) {
+        return 0;
+    }
+
+    n = json_integer_value(j);
+
+    if (n < 0 || n > NGX_HTTP_CONDUCTOR_USAGE_MAX) {
+        return 0;
+    }
+
+    *v = (int64_t) n;
+
+    return 1;
+}
+
+
+/* the first name is the API's own, the second what look-alikes send */
+
+static int
+ngx_http_conductor_usage_count2(json_t *obj, const char *name1,
+    const char *name2, int64_t *v)
+{
+    return ngx_http_conductor_usage_count(obj, name1, v)
+           || ngx_http_conductor_usage_count(obj, name2, v);
+}
+
+
+static int
+ngx_http_conductor_usage_detail(json_t *obj, const char *name1,
+    const char *name2, const char *field, int64_t *v)
+{
+    return ngx_http_conductor_usage_count(json_object_get(obj, name1),
+                                          field, v)
+           || ngx_http_conductor_usage_count(json_object_get(obj, name2),
+                                             field, v);
+}
+
+
+/* OpenAI: the object replaces all earlier usage (last one wins) */
+
+static int
+ngx_http_conductor_usage_openai(ngx_http_conductor_usage_t *u,
+    json_t *usage)
+{
+    int                         r;
+    ngx_http_conductor_usage_t  n;
+
+    ngx_http_conductor_usage_init(&n, u->api);
+
+    r = (u->api == NGX_HTTP_CONDUCTOR_USAGE_RESPONSES);
+
+    n.has_prompt = ngx_http_conductor_usage_count2(usage,
+                       r ? "input_tokens" : "prompt_tokens",
+                       r ? "prompt_tokens" : "input_tokens", &n.prompt);
+
+    n.has_completion = ngx_http_conductor_usage_count2(usage,
+                       r ? "output_tokens" : "completion_tokens",
+                       r ? "completion_tokens" : "output_tokens",
+                       &n.completion);
+
+    n.has_total = ngx_http_conductor_usage_count(usage, "total_tokens",
+                                                 &n.total);
+
+    if (!n.has_prompt && !n.has_completion && !n.has_total) {
+        return 0;
+    }
+
+    n.has_cached = ngx_http_conductor_usage_detail(usage,
+                       r ? "input_tokens_details" : "prompt_tokens_details",
+                       r ? "prompt_tokens_details" : "input_tokens_details",
+                       "cached_tokens", &n.cached);
+
+    n.has_reasoning = ngx_http_conductor_usage_detail(usage,
+                  r ? "output_tokens_details" : "completion_tokens_details",
+                  r ? "completion_tokens_details" : "output_tokens_details",
+                  "reasoning_tokens", &n.reasoning);
+
+    n.found = 1;
+    ngx_http_conductor_usage_derive(&n);
+
+    *u = n;
+
+    return 1;
+}
+
+
+/* Anthropic: each field's latest value wins, absent and null keep it */
+
+static int
+ngx_http_conductor_usage_anthropic(ngx_http_conductor_usage_t *u,
+    json_t *usage)
+{
+    int      got;
+    int64_t  v;
+
+    got = 0;
+
+    if (ngx_http_conductor_usage_count(usage, "input_tokens", &v)) {
+        u->input = v;
+        u->has_input = 1;
+        got = 1;
+    }
+
+    if (ngx_http_conductor_usage_count(usage, "output_tokens", &v)) {
+        u->completion = v;
+        u->has_completion = 1;
+        got = 1;
+    }
+
+    if (ngx_http_conductor_usage_count(usage, "cache_read_input_tokens", &v)) {
+        u->cached = v;
+        u->has_cached = 1;
+        got = 1;
+    }
+
+    if (ngx_http_conductor_usage_count(usage, "cache_creation_input_tokens",
+                                       &v))
+    {
+        u->cache_creation = v;
+        u->has_cache_creation = 1;
+        got = 1;
+    }
+
+    if (!got) {
+        return 0;
+    }
+
+    u->found = 1;
+    ngx_http_conductor_usage_derive(u);
+
+    return 1;
+}
+
+
+static int
+ngx_http_conductor_usage_apply(ngx_http_conductor_usage_t *u, json_t *usage)
+{
+    if (!json_is_object(usage)) {
+        return 0;
+    }
+
+    if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC) {
+        return ngx_http_conductor_usage_anthropic(u, usage);
+    }
+
+    return ngx_http_conductor_usage_openai(u, usage);
+}
+
+
+static int
+ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len)
+{
+    int      rc;
+    json_t  *usage;
+
+    usage = ngx_http_conductor_usage_load(p, len, 0);
+    if (usage == NULL) {
+        return 0;
+    }
+
+    rc = ngx_http_conductor_usage_apply(u, usage);
+
+    json_decref(usage);
+
+    return rc;
+}
+
+
+static void
+ngx_http_conductor_usage_derive(ngx_http_conductor_usage_t *u)
+{
+    /* values are capped at USAGE_MAX, so these sums cannot overflow */
+
+    if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC && u->has_input) {
+        u->prompt = u->input + (u->has_cached ? u->cached : 0)
+                    + (u->has_cache_creation ? u->cache_creation : 0);
+        u->has_prompt = 1;
+    }
+
+    if (!u->has_total) {
+        u->total = (u->has_prompt ? u->prompt : 0)
+                   + (u->has_completion ? u->completion : 0);
+    }
+}
+
+
+/* Moonshot puts stream usage in choices[0] */
+
+static int
+ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u, json_t *root)
+{
+    if (u->api != NGX_HTTP_CONDUCTOR_USAGE_CHAT
+        && u->api != NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS)
+    {
+        return 0;
+    }
+
+    return ngx_http_conductor_usage_apply(u,
+               json_object_get(json_array_get(json_object_get(root, "choices"),
+                                              0),
+                               "usage"));
+}
+
+
+static int
+ngx_http_conductor_usage_is(const unsigned char *p, size_t len,
+    const char *name)
+{
+    size_t  n;
+
+    n = strlen(name);
+
+    return len == n && memcmp(p, name, n) == 0;
+}
+
+
+/* the Responses events whose response object carries the final usage */
+
+static int
+ngx_http_conductor_usage_final(const unsigned char *p, size_t len)
+{
+    return ngx_http_conductor_usage_is(p, len, "response.completed")
+           || ngx_http_conductor_usage_is(p, len, "response.incomplete")
+           || ngx_http_conductor_usage_is(p, len, "response.failed");
+}

@@ -1,0 +1,121 @@
+/*
+ * Token usage out of LLM API responses: a whole JSON body, one SSE data
+ * payload at a time, or a usage object captured by the SSE parser's
+ * over-long line fallback.  No nginx include (jansson only): unit tested
+ * and fuzzed on its own.
+ *
+ * Meaning of the counters, the same for every API so that cost is
+ * computed one way:
+ *
+ *   prompt          every input token, cached and cache-written included:
+ *                   OpenAI prompt_tokens / input_tokens; Anthropic
+ *                   input_tokens + cache_read_input_tokens
+ *                   + cache_creation_input_tokens (Anthropic's own
+ *                   input_tokens excludes cache tokens)
+ *   completion      output tokens, reasoning included
+ *   cached          part of prompt read from cache (OpenAI cached_tokens,
+ *                   Anthropic cache_read_input_tokens)
+ *   cache_creation  part of prompt written to cache (Anthropic only)
+ *   reasoning       part of completion (OpenAI reasoning_tokens)
+ *   total           the provider's total_tokens when it sent one, else
+ *                   prompt + completion
+ *
+ * so uncached input = prompt - cached - cache_creation for every API.
+ * A has_* flag says the field was sent by the provider (total and, for
+ * Anthropic, prompt are always filled once found is set).  Values outside
+ * 0..NGX_HTTP_CONDUCTOR_USAGE_MAX, non-integers and nulls are ignored.
+ *
+ * Stream rules: OpenAI kinds take the last usage object seen as a whole
+ * (running totals are never summed; "usage": null is skipped); Responses
+ * only takes response.usage of response.completed / .incomplete /
+ * .failed; Anthropic takes each field's latest value from message_start's
+ * message.usage and message_delta's usage.
+ */
+
+#ifndef _NGX_HTTP_CONDUCTOR_USAGE_H_INCLUDED_
+#define _NGX_HTTP_CONDUCTOR_USAGE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ngx_http_conductor_sse.h"
+
+
+/* far above any real request; keeps tokens * price inside int64 */
+#define NGX_HTTP_CONDUCTOR_USAGE_MAX  1000000000000LL
+
+
+typedef enum {
+    NGX_HTTP_CONDUCTOR_USAGE_CHAT = 1,      /* /v1/chat/completions */
+    NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS,   /* /v1/completions (legacy) */
+    NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,     /* /v1/responses */
+    NGX_HTTP_CONDUCTOR_USAGE_EMBEDDINGS,    /* /v1/embeddings */
+    NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC      /* /v1/messages */
+} ngx_http_conductor_usage_api_e;
+
+
+typedef struct {
+    int64_t   prompt;
+    int64_t   completion;
+    int64_t   cached;
+    int64_t   cache_creation;
+    int64_t   reasoning;
+    int64_t   total;
+
+    int64_t   input;            /* private: Anthropic input_tokens as sent */
+    int       api;              /* ngx_http_conductor_usage_api_e */
+
+    unsigned  has_prompt:1;
+    unsigned  has_completion:1;
+    unsigned  has_cached:1;
+    unsigned  has_cache_creation:1;
+    unsigned  has_reasoning:1;
+    unsigned  has_total:1;
+    unsigned  has_input:1;
+    unsigned  found:1;          /* some usage object was taken */
+} ngx_http_conductor_usage_t;
+
+
+void ngx_http_conductor_usage_init(ngx_http_conductor_usage_t *u, int api);
+
+/*
+ * A complete non-stream response body of u->api: its top-level "usage"
+ * (for chat and completions also "choices[0].usage").  Returns 1 when
+ * usage was taken, 0 otherwise (error body, no usage, not JSON).
+ */
+int ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len);
+
+/*
+ * One SSE parser call (a data payload, or a captured usage object with a
+ * USAGE_* flag): updates u by the stream rules above.  Returns 1 when
+ * usage was taken.  Lines that cannot hold usage are rejected without
+ * parsing: an event name that is not a usage event, or no "usage" member
+ * with an object value.
+ */
+int ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
+    const ngx_http_conductor_sse_line_t *line);
+
+/* ngx_http_conductor_sse_handler_pt; data is ngx_http_conductor_usage_t */
+void ngx_http_conductor_usage_sse_handler(void *data,
+    const ngx_http_conductor_sse_line_t *line);
+
+/*
+ * A non-stream body scanned piece by piece with
+ * ngx_http_conductor_sse_scan_feed() instead of being buffered: takes the
+ * last top-level usage object it captured.  Returns 1 when usage was taken.
+ */
+int ngx_http_conductor_usage_parse_scan(ngx_http_conductor_usage_t *u,
+    const ngx_http_conductor_sse_scan_t *scan);
+
+/*
+ * 1 when an OpenAI chat or completions stream data payload is the chunk
+ * added by stream_options.include_usage: "choices" is an empty array and
+ * "usage" an object.  Never 1 for a chunk with choices.  A byte check
+ * rejects ordinary chunks; only a candidate is parsed.
+ */
+int ngx_http_conductor_usage_only_chunk(const unsigned char *p, size_t len);
+
+
+#endif /* _NGX_HTTP_CONDUCTOR_USAGE_H_INCLUDED_ */

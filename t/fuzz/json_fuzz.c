@@ -1,0 +1,506 @@
+
+/*
+ * libFuzzer target of the JSON span scanner.  Each input goes through:
+ * scan_object with its invariants, a differential check against jansson,
+ * key_is/find/string_decode on every member, removal, insertion and value
+ * replacement of every member (the result must scan again), the escape
+ * round trip of the raw input and uint.
+ */
+
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "ngx_http_conductor_json.h"
+
+
+#define NGX_HTTP_CONDUCTOR_FUZZ_MAX  16
+
+#define ngx_http_conductor_fuzz_assert(c)                                     \
+    if (!(c)) {                                                               \
+        fprintf(stderr, "json_fuzz.c:%d: %s\n", __LINE__, #c);                \
+        abort();                                                              \
+    }
+
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+
+/* raw key spans of a and b hold the same bytes */
+
+static int
+ngx_http_conductor_fuzz_same_key(const ngx_http_conductor_json_member_t *a,
+    const ngx_http_conductor_json_member_t *b)
+{
+    return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
+}
+
+
+static int
+ngx_http_conductor_fuzz_has(const uint8_t *p, size_t len, const char *s)
+{
+    size_t  i, n;
+
+    n = strlen(s);
+
+    for (i = 0; i + n <= len; i++) {
+        if (memcmp(p + i, s, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* jansson type as a member type */
+
+static int
+ngx_http_conductor_fuzz_jtype(json_t *v)
+{
+    switch (json_typeof(v)) {
+
+    case JSON_OBJECT:
+        return NGX_HTTP_CONDUCTOR_JSON_OBJECT;
+
+    case JSON_ARRAY:
+        return NGX_HTTP_CONDUCTOR_JSON_ARRAY;
+
+    case JSON_STRING:
+        return NGX_HTTP_CONDUCTOR_JSON_STRING;
+
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return NGX_HTTP_CONDUCTOR_JSON_NUMBER;
+
+    case JSON_TRUE:
+        return NGX_HTTP_CONDUCTOR_JSON_TRUE;
+
+    case JSON_FALSE:
+        return NGX_HTTP_CONDUCTOR_JSON_FALSE;
+
+    default:
+        return NGX_HTTP_CONDUCTOR_JSON_NULL;
+    }
+}
+
+
+/* span invariants of a successful scan */
+
+static void
+ngx_http_conductor_fuzz_spans(const uint8_t *data, size_t size,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *m)
+{
+    int                                rc;
+    size_t                             i;
+    const unsigned char               *prev, *last;
+    ngx_http_conductor_json_object_t   sub;
+    ngx_http_conductor_json_member_t   sm[NGX_HTTP_CONDUCTOR_FUZZ_MAX];
+
+    ngx_http_conductor_fuzz_assert(obj->n <= NGX_HTTP_CONDUCTOR_FUZZ_MAX);
+    ngx_http_conductor_fuzz_assert(obj->open >= data
+                                   && obj->open < obj->close
+                                   && obj->close < data + size
+                                   && *obj->open == '{'
+                                   && *obj->close == '}');
+
+    prev = obj->open + 1;
+
+    for (i = 0; i < obj->n; i++) {
+        ngx_http_conductor_fuzz_assert(m[i].start >= prev
+                                       && m[i].start[0] == '"'
+                                       && m[i].key == m[i].start + 1
+                                       && m[i].key[m[i].key_len] == '"'
+                                       && m[i].value > m[i].key + m[i].key_len
+                                       && m[i].value_len > 0
+                                       && m[i].value + m[i].value_len
+                                          <= obj->close);
+
+        last = m[i].value + m[i].value_len - 1;
+        prev = last + 1;
+
+        switch (m[i].type) {
+
+        case NGX_HTTP_CONDUCTOR_JSON_STRING:
+            ngx_http_conductor_fuzz_assert(m[i].value[0] == '"'
+                                           && m[i].value_len >= 2
+                                           && *last == '"');
+            break;
+
+        case NGX_HTTP_CONDUCTOR_JSON_OBJECT:
+            rc = ngx_http_conductor_json_scan_object(m[i].value,
+                     m[i].value_len, &sub, sm, NGX_HTTP_CONDUCTOR_FUZZ_MAX);
+
+            ngx_http_conductor_fuzz_assert(
+                (rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                 || rc == NGX_HTTP_CONDUCTOR_JSON_TOO_MANY)
+                && sub.open == m[i].value && sub.close == last);
+            break;
+
+        case NGX_HTTP_CONDUCTOR_JSON_ARRAY:
+            rc = ngx_http_conductor_json_scan_object(m[i].value,
+                     m[i].value_len, &sub, sm, NGX_HTTP_CONDUCTOR_FUZZ_MAX);
+
+            ngx_http_conductor_fuzz_assert(
+                rc == NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT && *last == ']');
+            break;
+
+        case NGX_HTTP_CONDUCTOR_JSON_NUMBER:
+            ngx_http_conductor_fuzz_assert(m[i].value[0] == '-'
+                                           || (m[i].value[0] >= '0'
+                                               && m[i].value[0] <= '9'));
+            break;
+
+        case NGX_HTTP_CONDUCTOR_JSON_TRUE:
+            ngx_http_conductor_fuzz_assert(m[i].value_len == 4);
+            break;
+
+        case NGX_HTTP_CONDUCTOR_JSON_FALSE:
+            ngx_http_conductor_fuzz_assert(m[i].value_len == 5);
+            break;
+
+        case NGX_HTTP_CONDUCTOR_JSON_NULL:
+            ngx_http_conductor_fuzz_assert(m[i].value_len == 4);
+            break;
+
+        default:
+            ngx_http_conductor_fuzz_assert(0);
+        }
+    }
+}
+
+
+/* key_is, find and string_decode on every member, against jansson */
+
+static void
+ngx_http_conductor_fuzz_members(json_t *j,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *m)
+{
+    long            klen, vlen, idx;
+    size_t          i;
+    json_t         *v;
+    unsigned char   c, *key, *val;
+
+    for (i = 0; i < obj->n; i++) {
+        key = malloc(m[i].key_len + 2);
+        ngx_http_conductor_fuzz_assert(key != NULL);
+
+        klen = ngx_http_conductor_json_string_decode(m[i].start,
+                   m[i].key_len + 2, key, m[i].key_len + 1);
+
+        /* only a lone surrogate makes a scanned string undecodable */
+
+        if (klen < 0) {
+            ngx_http_conductor_fuzz_assert(j == NULL);
+            free(key);
+            continue;
+        }
+
+        ngx_http_conductor_fuzz_assert((size_t) klen <= m[i].key_len);
+
+        key[klen] = '\0';
+
+        if (memchr(key, '\0', klen) == NULL) {
+            ngx_http_conductor_fuzz_assert(
+                ngx_http_conductor_json_key_is(&m[i], (char *) key));
+
+            idx = ngx_http_conductor_json_find(m, obj->n, (char *) key);
+            ngx_http_conductor_fuzz_assert(idx >= (long) i);
+
+            if (klen > 0) {
+                key[klen - 1] ^= 1;
+                ngx_http_conductor_fuzz_assert(
+                    !ngx_http_conductor_json_key_is(&m[i], (char *) key));
+                key[klen - 1] ^= 1;
+
+                c = key[klen - 1];
+                key[klen - 1] = '\0';
+                ngx_http_conductor_fuzz_assert(
+                    !ngx_http_conductor_json_key_is(&m[i], (char *) key));
+                key[klen - 1] = c;
+            }
+        }
+
+        val = NULL;
+        vlen = -1;
+
+        if (m[i].type == NGX_HTTP_CONDUCTOR_JSON_STRING) {
+            val = malloc(m[i].value_len);
+            ngx_http_conductor_fuzz_assert(val != NULL);
+
+            vlen = ngx_http_conductor_json_string_decode(m[i].value,
+                       m[i].value_len, val, m[i].value_len);
+            ngx_http_conductor_fuzz_assert(vlen < (long) m[i].value_len - 1);
+
+            if (vlen < 0) {
+                ngx_http_conductor_fuzz_assert(j == NULL);
+            }
+        }
+
+        if (j != NULL) {
+
+            /* the last duplicate is what jansson keeps */
+
+            v = json_object_getn(j, (char *) key, klen);
+            ngx_http_conductor_fuzz_assert(v != NULL);
+
+            if (memchr(key, '\0', klen) == NULL
+                && ngx_http_conductor_json_find(m, obj->n, (char *) key)
+                   == (long) i)
+            {
+                ngx_http_conductor_fuzz_assert(
+                    ngx_http_conductor_fuzz_jtype(v) == m[i].type);
+
+                if (val != NULL) {
+                    ngx_http_conductor_fuzz_assert(
+                        (size_t) vlen == json_string_length(v)
+                        && memcmp(val, json_string_value(v), vlen) == 0);
+                }
+            }
+        }
+
+        free(val);
+        free(key);
+    }
+}
+
+
+/* removal of each member, insertion of one, replacement of each value */
+
+static void
+ngx_http_conductor_fuzz_edits(const uint8_t *data, size_t size,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *m)
+{
+    int                                rc;
+    size_t                             i, k, len;
+    unsigned char                     *out;
+    ngx_http_conductor_json_edit_t     e;
+    ngx_http_conductor_json_object_t   o2;
+    ngx_http_conductor_json_member_t   m2[NGX_HTTP_CONDUCTOR_FUZZ_MAX + 1];
+
+    out = malloc(size + 16);
+    ngx_http_conductor_fuzz_assert(out != NULL);
+
+    for (i = 0; i < obj->n; i++) {
+        ngx_http_conductor_json_member_removal(obj, m, i, &e.from, &e.to);
+        e.data = NULL;
+        e.len = 0;
+
+        ngx_http_conductor_fuzz_assert(e.from > obj->open
+                                       && e.from <= m[i].start
+                                       && e.to <= obj->close
+                                       && e.to >= m[i].value
+                                                  + m[i].value_len);
+
+        len = ngx_http_conductor_json_splice(data, size, &e, 1, NULL);
+        ngx_http_conductor_fuzz_assert(
+            len == ngx_http_conductor_json_splice(data, size, &e, 1, out)
+            && len == size - (size_t) (e.to - e.from));
+
+        rc = ngx_http_conductor_json_scan_object(out, len, &o2, m2,
+                 NGX_HTTP_CONDUCTOR_FUZZ_MAX + 1);
+
+        ngx_http_conductor_fuzz_assert(rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                                       && o2.n == obj->n - 1);
+
+        for (k = 0; k < o2.n; k++) {
+            ngx_http_conductor_fuzz_assert(
+                ngx_http_conductor_fuzz_same_key(&m2[k], &m[k < i ? k : k + 1])
+                && m2[k].value_len == m[k < i ? k : k + 1].value_len);
+        }
+
+        /* the way the gateway replaces a value */
+
+        e.from = m[i].value;
+        e.to = m[i].value + m[i].value_len;
+        e.data = (const unsigned char *) "null";
+        e.len = 4;
+
+        len = ngx_http_conductor_json_splice(data, size, &e, 1, out);
+
+        rc = ngx_http_conductor_json_scan_object(out, len, &o2, m2,
+                 NGX_HTTP_CONDUCTOR_FUZZ_MAX + 1);
+
+        ngx_http_conductor_fuzz_assert(rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                                       && o2.n == obj->n
+                                       && m2[i].type
+                                          == NGX_HTTP_CONDUCTOR_JSON_NULL);
+    }
+
+    /* the way the gateway inserts stream_options */
+
+    e.from = obj->close;
+    e.to = obj->close;
+    e.data = (const unsigned char *) (obj->n ? ",\"zz\":1" : "\"zz\":1");
+    e.len = obj->n ? 7 : 6;
+
+    len = ngx_http_conductor_json_splice(data, size, &e, 1, out);
+
+    rc = ngx_http_conductor_json_scan_object(out, len, &o2, m2,
+             NGX_HTTP_CONDUCTOR_FUZZ_MAX + 1);
+
+    ngx_http_conductor_fuzz_assert(rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                                   && o2.n == obj->n + 1
+                                   && ngx_http_conductor_json_find(m2, o2.n,
+                                          "zz") == (long) obj->n);
+
+    free(out);
+}
+
+
+/* escape the raw input, scan it as a member value, decode it back */
+
+static void
+ngx_http_conductor_fuzz_escape(const uint8_t *data, size_t size)
+{
+    int                                rc;
+    long                               n;
+    size_t                             elen, len;
+    unsigned char                     *buf, *end, *dec;
+    ngx_http_conductor_json_object_t   obj;
+    ngx_http_conductor_json_member_t   m[2];
+
+    elen = ngx_http_conductor_json_escape_len(data, size);
+    ngx_http_conductor_fuzz_assert(elen >= size + 2 && elen <= 6 * size + 2);
+
+    buf = malloc(elen + 6);
+    dec = malloc(size + 1);
+    ngx_http_conductor_fuzz_assert(buf != NULL && dec != NULL);
+
+    memcpy(buf, "{\"k\":", 5);
+    end = ngx_http_conductor_json_escape(buf + 5, data, size);
+    ngx_http_conductor_fuzz_assert((size_t) (end - buf - 5) == elen);
+    *end++ = '}';
+    len = end - buf;
+
+    rc = ngx_http_conductor_json_scan_object(buf, len, &obj, m, 2);
+    ngx_http_conductor_fuzz_assert(rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                                   && obj.n == 1
+                                   && ngx_http_conductor_json_key_is(&m[0],
+                                                                     "k")
+                                   && m[0].type
+                                      == NGX_HTTP_CONDUCTOR_JSON_STRING
+                                   && m[0].value_len == elen);
+
+    n = ngx_http_conductor_json_string_decode(m[0].value, m[0].value_len, dec,
+                                              size);
+    ngx_http_conductor_fuzz_assert(n == (long) size
+                                   && memcmp(dec, data, size) == 0);
+
+    free(dec);
+    free(buf);
+}
+
+
+static void
+ngx_http_conductor_fuzz_uint(const uint8_t *data, size_t size)
+{
+    int       rc, valid;
+    char      tmp[24];
+    size_t    i;
+    int64_t   v, ref;
+
+    rc = ngx_http_conductor_json_uint(data, size, &v);
+
+    valid = size > 0 && (data[0] != '0' || size == 1);
+
+    for (i = 0; valid && i < size; i++) {
+        valid = (data[i] >= '0' && data[i] <= '9');
+    }
+
+    ngx_http_conductor_fuzz_assert((rc == 0) == valid);
+
+    if (!valid) {
+        return;
+    }
+
+    if (size > 19
+        || (size == 19 && memcmp(data, "9223372036854775807", 19) > 0))
+    {
+        ref = INT64_MAX;
+
+    } else {
+        memcpy(tmp, data, size);
+        tmp[size] = '\0';
+        ref = strtoll(tmp, NULL, 10);
+    }
+
+    ngx_http_conductor_fuzz_assert(v == ref);
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int                                rc;
+    json_t                            *j;
+    json_error_t                       err;
+    ngx_http_conductor_json_object_t   obj;
+    ngx_http_conductor_json_member_t   m[NGX_HTTP_CONDUCTOR_FUZZ_MAX];
+
+    rc = ngx_http_conductor_json_scan_object(data, size, &obj, m,
+                                             NGX_HTTP_CONDUCTOR_FUZZ_MAX);
+
+    ngx_http_conductor_fuzz_assert(rc >= NGX_HTTP_CONDUCTOR_JSON_OK
+                                   && rc <= NGX_HTTP_CONDUCTOR_JSON_TOO_MANY);
+
+    /* jansson takes a raw NUL byte for the end of input */
+
+    j = NULL;
+
+    if (memchr(data, '\0', size) == NULL) {
+        j = json_loadb((const char *) data, size,
+                       JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+
+        if (j == NULL && rc != NGX_HTTP_CONDUCTOR_JSON_SYNTAX
+            && rc != NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP)
+        {
+            /* what jansson alone rejects: bad UTF-8, lone \u, overflow */
+
+            ngx_http_conductor_fuzz_assert(
+                json_error_code(&err) == json_error_invalid_utf8
+                || json_error_code(&err) == json_error_numeric_overflow
+                || ngx_http_conductor_fuzz_has(data, size, "\\u"));
+        }
+    }
+
+    if (j != NULL) {
+
+        /* jansson is stricter (UTF-8, surrogates, overflow), never looser */
+
+        ngx_http_conductor_fuzz_assert(rc != NGX_HTTP_CONDUCTOR_JSON_SYNTAX);
+
+        if (rc != NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP) {
+            ngx_http_conductor_fuzz_assert(json_is_object(j)
+                == (rc != NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT));
+        }
+
+        if (rc == NGX_HTTP_CONDUCTOR_JSON_OK) {
+            ngx_http_conductor_fuzz_assert(json_object_size(j) <= obj.n);
+        }
+    }
+
+    if (rc == NGX_HTTP_CONDUCTOR_JSON_TOO_MANY) {
+        ngx_http_conductor_fuzz_assert(obj.n == NGX_HTTP_CONDUCTOR_FUZZ_MAX);
+    }
+
+    if (rc == NGX_HTTP_CONDUCTOR_JSON_OK) {
+        ngx_http_conductor_fuzz_spans(data, size, &obj, m);
+        ngx_http_conductor_fuzz_members(j, &obj, m);
+        ngx_http_conductor_fuzz_edits(data, size, &obj, m);
+    }
+
+    json_decref(j);
+
+    ngx_http_conductor_fuzz_escape(data, size);
+    ngx_http_conductor_fuzz_uint(data, size);
+
+    return 0;
+}
