@@ -34,6 +34,8 @@ static ngx_int_t ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc,
 static void ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static ngx_uint_t ngx_http_conductor_has_next(ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_add_auth(ngx_http_request_t *r,
+    ngx_http_conductor_cand_t *cand);
 static ngx_int_t ngx_http_conductor_cache_get(ngx_peer_connection_t *pc,
     ngx_http_conductor_ctx_t *ctx);
 static void ngx_http_conductor_cache_put(ngx_peer_connection_t *pc,
@@ -212,6 +214,11 @@ ngx_http_conductor_balancer_init_peer(ngx_http_request_t *r,
 
     ctx->bcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_conductor_module);
 
+    /* the first attempt's request was created before the balancer ran */
+    if (ngx_http_conductor_add_auth(r, ctx->cand) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     r->upstream->peer.data = ctx;
     r->upstream->peer.get = ngx_http_conductor_balancer_get;
     r->upstream->peer.free = ngx_http_conductor_balancer_free;
@@ -267,7 +274,9 @@ ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc, void *data)
          * request anew from the body, path and variables just set */
         u->request_bufs = r->request_body->bufs;
 
-        if (u->create_request(r) != NGX_OK) {
+        if (u->create_request(r) != NGX_OK
+            || ngx_http_conductor_add_auth(r, cand) != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }
@@ -356,6 +365,63 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
     ngx_http_conductor_cache_put(pc, ctx, state);
 
     pc->tries--;
+}
+
+
+/*
+ * The provider's key is written into the request the proxy has just built,
+ * after its last header: the secret never passes through a variable or the
+ * proxy's own header processing, so no log level can show it.
+ */
+
+static ngx_int_t
+ngx_http_conductor_add_auth(ngx_http_request_t *r,
+    ngx_http_conductor_cand_t *cand)
+{
+    u_char       *p;
+    size_t        len;
+    ngx_buf_t    *b, *nb;
+    ngx_chain_t  *cl;
+
+    cl = r->upstream->request_bufs;
+
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = cl->buf;
+    len = b->last - b->pos;
+
+    if (len < 4 || ngx_strncmp(b->last - 4, CRLF CRLF, 4) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "conductor: unexpected upstream request layout");
+        return NGX_ERROR;
+    }
+
+    nb = ngx_create_temp_buf(r->pool, len + sizeof("Authorization: Bearer ")
+                                      + cand->key->header.len + 2);
+    if (nb == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(nb->last, b->pos, len - 2);
+
+    if (cand->provider->api == NGX_HTTP_CONDUCTOR_ANTHROPIC) {
+        p = ngx_http_conductor_cpy(p, "x-api-key: ");
+
+    } else {
+        p = ngx_http_conductor_cpy(p, "Authorization: ");
+    }
+
+    p = ngx_cpymem(p, cand->key->header.data, cand->key->header.len);
+    p = ngx_http_conductor_cpy(p, CRLF CRLF);
+
+    nb->last = p;
+    nb->flush = b->flush;
+
+    cl->buf = nb;
+
+    return NGX_OK;
 }
 
 

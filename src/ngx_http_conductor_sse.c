@@ -427,10 +427,12 @@ ngx_http_conductor_sse_long_start(ngx_http_conductor_sse_t *sse,
     const unsigned char *p, size_t n)
 {
     size_t                name, cap;
-    const unsigned char  *colon, *v;
+    const unsigned char  *colon, *v, *line;
 
     sse->overlong++;
     sse->mode = NGX_HTTP_CONDUCTOR_SSE_SKIP;
+
+    line = p;
 
     ngx_http_conductor_sse_begin(sse, &p, &n);
 
@@ -453,6 +455,11 @@ ngx_http_conductor_sse_long_start(ngx_http_conductor_sse_t *sse,
     }
 
     if (name == 5 && memcmp(p, "event", 5) == 0) {
+        /* as much of the name as a buffered prefix would hold */
+        if ((size_t) (v - line) + n > sse->line_max) {
+            n = sse->line_max - (v - line);
+        }
+
         ngx_http_conductor_sse_set_event(sse, v, n);
         return;
     }

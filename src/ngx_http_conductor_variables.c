@@ -1,9 +1,9 @@
 
 /*
  * Variables: $conductor_* for log_format, and the $conductor_upstream_*
- * ones that conductor_proxy.conf hands to the proxy module.  The upstream
- * ones are not cacheable: the proxy reads them again when a retry
- * re-creates the request for another provider.
+ * ones that conductor_proxy.conf hands to the proxy module.  None is
+ * cacheable: the proxy reads them again when a retry re-creates the
+ * request for another provider.  No variable holds a secret.
  */
 
 
@@ -18,9 +18,7 @@ typedef enum {
     NGX_HTTP_CONDUCTOR_VAR_ATTEMPTS,
     NGX_HTTP_CONDUCTOR_VAR_UP_SCHEME,
     NGX_HTTP_CONDUCTOR_VAR_UP_HOST,
-    NGX_HTTP_CONDUCTOR_VAR_UP_SNI,
-    NGX_HTTP_CONDUCTOR_VAR_UP_AUTHORIZATION,
-    NGX_HTTP_CONDUCTOR_VAR_UP_API_KEY
+    NGX_HTTP_CONDUCTOR_VAR_UP_SNI
 } ngx_http_conductor_var_e;
 
 
@@ -56,14 +54,6 @@ static ngx_http_variable_t  ngx_http_conductor_vars[] = {
 
     { ngx_string("conductor_upstream_sni"), NULL,
       ngx_http_conductor_variable, NGX_HTTP_CONDUCTOR_VAR_UP_SNI,
-      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
-
-    { ngx_string("conductor_upstream_authorization"), NULL,
-      ngx_http_conductor_variable, NGX_HTTP_CONDUCTOR_VAR_UP_AUTHORIZATION,
-      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
-
-    { ngx_string("conductor_upstream_api_key"), NULL,
-      ngx_http_conductor_variable, NGX_HTTP_CONDUCTOR_VAR_UP_API_KEY,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
       ngx_http_null_variable
@@ -156,26 +146,8 @@ ngx_http_conductor_variable(ngx_http_request_t *r,
         s = cand->provider->host;
         break;
 
-    case NGX_HTTP_CONDUCTOR_VAR_UP_SNI:
+    default: /* NGX_HTTP_CONDUCTOR_VAR_UP_SNI */
         s = cand->provider->sni;
-        break;
-
-    case NGX_HTTP_CONDUCTOR_VAR_UP_AUTHORIZATION:
-        if (cand->provider->api != NGX_HTTP_CONDUCTOR_OPENAI) {
-            ngx_str_null(&s);
-            break;
-        }
-
-        s = cand->key->header;
-        break;
-
-    default: /* NGX_HTTP_CONDUCTOR_VAR_UP_API_KEY */
-        if (cand->provider->api != NGX_HTTP_CONDUCTOR_ANTHROPIC) {
-            ngx_str_null(&s);
-            break;
-        }
-
-        s = cand->key->header;
         break;
     }
 

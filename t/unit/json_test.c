@@ -874,7 +874,7 @@ static void
 ngx_http_conductor_test_depth(void)
 {
     int             rc;
-    size_t          i, big;
+    size_t          i, len, big;
     unsigned char  *buf;
 
     big = 10 * 1024 * 1024;
@@ -984,7 +984,7 @@ ngx_http_conductor_test_big(void)
 
     for (i = 0; i < 24; i++) {
         for (k = 0; k < sizeof(stop) - 1; k++) {
-            memcpy(buf, "{\"a\":\"0123456789abcdefghijklmn\"}", 32);
+            memcpy(buf, "{\"a\":\"0123456789ACDEGHIJKLMOPQ\"}", 32);
             buf[6 + i] = (unsigned char) stop[k];
 
             rc = ngx_http_conductor_test_scan((const char *) buf, 32);
@@ -995,7 +995,7 @@ ngx_http_conductor_test_big(void)
         }
 
         for (k = 0; k < sizeof(plain) - 1; k++) {
-            memcpy(buf, "{\"a\":\"0123456789abcdefghijklmn\"}", 32);
+            memcpy(buf, "{\"a\":\"0123456789ACDEGHIJKLMOPQ\"}", 32);
             buf[6 + i] = (unsigned char) plain[k];
 
             rc = ngx_http_conductor_test_scan((const char *) buf, 32);

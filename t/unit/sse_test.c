@@ -379,7 +379,7 @@ ngx_http_conductor_test_overlong(void)
                                      "\ndata: {\"usage\":{\"c\":3}}\n\n");
     free(got);
 
-    ok = ngx_http_conductor_test_splits(s, strlen(s), 32, 1024,
+    ok = ngx_http_conductor_test_splits(s, strlen(s), 128, 1024,
         "1|xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
         "|{\"usage\":{\"c\":3}}|0,816,839\n");
     ngx_http_conductor_test_ok(ok, "over-long comment and id skipped, "

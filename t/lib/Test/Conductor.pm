@@ -1114,13 +1114,14 @@ sub close {
 sub response {
     my ($self) = @_;
     my $body = $self->{body};
+    my $json = length $body ? eval { $JSON_DECODER->decode($body) } : undef;
     my %r = (
         status      => $self->{status},
         reason      => $self->{reason},
         headers     => $self->{headers},
         header_list => $self->{header_list},
         body        => $body,
-        json        => (length $body ? eval { $JSON_DECODER->decode($body) } : undef),
+        json        => $json,
         complete    => $self->{complete},
         timed_out   => $self->{timed_out},
         error       => $self->{error},
