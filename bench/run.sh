@@ -145,6 +145,7 @@ render() {   # render TEMPLATE OUT NAME PORT
         -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
         -e "s|@SSE_CHUNKS@|$SSE_CHUNKS|g" \
         -e "s|@KEEPALIVE@|$KEEPALIVE_LINE|g" \
+        -e "s|@KEEPALIVE_N@|$KEEPALIVE|g" \
         -e "s|@MODULE@|$MODULE|g" \
         -e "s|@PROXY_CONF@|$PROXY_CONF|g" \
         -e "s|@NAME@|$3|g" \
@@ -478,9 +479,11 @@ if [ "$PLAIN_SSE_SIZE" != "$GW_SSE_SIZE" ]; then
     echo "   note: one stream body is $PLAIN_SSE_SIZE bytes through plain, $GW_SSE_SIZE through the gateway"
 fi
 
-# fairness: proxy_* directives of the gateway snippet that the plain front lacks
+# fairness: proxy_* directives of the gateway snippet that the plain front
+# lacks (proxy_ssl_* do not apply: the bench upstream is plain http)
 if [ "$NO_MODULE" != 1 ]; then
-    missing=$(grep -oE '^[[:space:]]*proxy_[a-z_]+' "$PROXY_CONF" | tr -d ' \t' | sort -u \
+    missing=$(grep -oE '^[[:space:]]*proxy_[a-z_]+' "$PROXY_CONF" | tr -d ' \t' \
+        | grep -v '^proxy_ssl_' | sort -u \
         | while read -r d; do grep -qE "^[[:space:]]*$d[[:space:]]" "$BENCH_DIR/plain.conf" || echo "$d"; done \
         | tr '\n' ' ')
     if [ -n "$missing" ]; then

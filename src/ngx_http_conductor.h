@@ -181,6 +181,7 @@ typedef struct {
     ngx_uint_t                        unknown_reject;
     ngx_flag_t                        response_headers;
     ngx_flag_t                        allow_override;
+    ngx_msec_t                        mock_delay;  /* between mock events */
 } ngx_http_conductor_loc_conf_t;
 
 

@@ -495,6 +495,10 @@ ngx_http_conductor_cache_get(ngx_peer_connection_t *pc,
         pc->connection = c;
         pc->cached = 1;
 
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                       "conductor: reusing a kept-alive connection to "
+                       "provider \"%V\"", &item->provider->name);
+
         return NGX_DONE;
     }
 

@@ -506,11 +506,8 @@ ngx_http_conductor_sse_long_end(ngx_http_conductor_sse_t *sse)
         event = sse->event;
         event_len = sse->event_len;
 
-        if (event_len == 0 && scan->type_ok
-            && scan->role != NGX_HTTP_CONDUCTOR_SSE_ROLE_TYPE)
-        {
-            event = scan->type;
-            event_len = scan->type_len;
+        if (event_len == 0) {
+            event = ngx_http_conductor_sse_scan_type(scan, &event_len);
         }
 
         for (i = 0; i < scan->ncaptures; i++) {
@@ -770,6 +767,21 @@ ngx_http_conductor_sse_scan_feed(ngx_http_conductor_sse_scan_t *scan,
             break;
         }
     }
+}
+
+
+const unsigned char *
+ngx_http_conductor_sse_scan_type(const ngx_http_conductor_sse_scan_t *scan,
+    size_t *len)
+{
+    if (!scan->type_ok || scan->role == NGX_HTTP_CONDUCTOR_SSE_ROLE_TYPE) {
+        *len = 0;
+        return NULL;
+    }
+
+    *len = scan->type_len;
+
+    return scan->type;
 }
 
 

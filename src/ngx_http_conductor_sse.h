@@ -168,7 +168,7 @@ typedef struct {
 
     ngx_http_conductor_sse_scan_t      scan;
 
-    /* data lines that went over line_max, for the caller's logs */
+    /* lines that went over line_max, for the caller's logs */
     uint64_t                           overlong;
 
     unsigned                           mode:2;
@@ -222,6 +222,13 @@ void ngx_http_conductor_sse_scan_init(ngx_http_conductor_sse_scan_t *scan,
  */
 void ngx_http_conductor_sse_scan_feed(ngx_http_conductor_sse_scan_t *scan,
     const unsigned char *p, size_t len);
+
+/*
+ * The string value of the document's top-level "type" member when one was
+ * seen whole (no escapes, at most TYPE_MAX bytes), else NULL.
+ */
+const unsigned char *ngx_http_conductor_sse_scan_type(
+    const ngx_http_conductor_sse_scan_t *scan, size_t *len);
 
 
 #endif /* _NGX_HTTP_CONDUCTOR_SSE_H_INCLUDED_ */

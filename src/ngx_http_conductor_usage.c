@@ -36,7 +36,11 @@ static int ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len);
 static void ngx_http_conductor_usage_derive(ngx_http_conductor_usage_t *u);
 static int ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u,
-    json_t *root);
+    const unsigned char *p, size_t len);
+static int ngx_http_conductor_usage_captures(ngx_http_conductor_usage_t *u,
+    const ngx_http_conductor_sse_scan_t *scan, unsigned want);
+static unsigned ngx_http_conductor_usage_wanted(
+    ngx_http_conductor_usage_t *u, const unsigned char *name, size_t len);
 static int ngx_http_conductor_usage_is(const unsigned char *p, size_t len,
     const char *name);
 static int ngx_http_conductor_usage_final(const unsigned char *p,
@@ -55,25 +59,28 @@ int
 ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len)
 {
-    int      rc;
-    json_t  *root;
+    int                            rc;
+    unsigned char                  cap[NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX];
+    ngx_http_conductor_sse_scan_t  scan;
 
     if (!ngx_http_conductor_usage_has_object(p, len)) {
         return 0;
     }
 
-    root = ngx_http_conductor_usage_load(p, len, 0);
-    if (root == NULL) {
-        return 0;
-    }
+    /*
+     * The scanner finds the top-level usage at a fraction of the cost of
+     * a jansson tree of the whole body (long answers, embeddings).
+     */
 
-    rc = ngx_http_conductor_usage_apply(u, json_object_get(root, "usage"));
+    ngx_http_conductor_sse_scan_init(&scan, cap, sizeof(cap));
+    ngx_http_conductor_sse_scan_feed(&scan, p, len);
+
+    rc = ngx_http_conductor_usage_captures(u, &scan,
+                                           NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP);
 
     if (rc == 0) {
-        rc = ngx_http_conductor_usage_choice(u, root);
+        rc = ngx_http_conductor_usage_choice(u, p, len);
     }
-
-    json_decref(root);
 
     return rc;
 }
@@ -83,45 +90,21 @@ int
 ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
     const ngx_http_conductor_sse_line_t *line)
 {
-    int                   rc, start;
-    size_t                type_len;
-    json_t               *root, *type, *obj;
-    const unsigned char  *name;
+    int                            rc;
+    size_t                         name_len;
+    unsigned                       want;
+    unsigned char                  cap[NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX];
+    const unsigned char           *name;
+    ngx_http_conductor_sse_scan_t  scan;
 
     if (line->flags & NGX_HTTP_CONDUCTOR_SSE_USAGE_ONLY) {
 
         /* a usage object the over-long line fallback captured */
 
-        switch (u->api) {
-
-        case NGX_HTTP_CONDUCTOR_USAGE_RESPONSES:
-            if (line->flags != NGX_HTTP_CONDUCTOR_SSE_USAGE_RESPONSE
-                || !ngx_http_conductor_usage_final(line->event,
-                                                   line->event_len))
-            {
-                return 0;
-            }
-
-            break;
-
-        case NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC:
-            if (!(line->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_MESSAGE
-                  && ngx_http_conductor_usage_is(line->event, line->event_len,
-                                                 "message_start"))
-                && !(line->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP
-                     && ngx_http_conductor_usage_is(line->event,
-                                                    line->event_len,
-                                                    "message_delta")))
-            {
-                return 0;
-            }
-
-            break;
-
-        default:
-            if (line->flags != NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP) {
-                return 0;
-            }
+        if (line->flags != ngx_http_conductor_usage_wanted(u,
+                                               line->event, line->event_len))
+        {
+            return 0;
         }
 
         return ngx_http_conductor_usage_apply_text(u, line->data, line->len);
@@ -133,90 +116,40 @@ ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
 
     /* the event name, when there is one, rules a line out before parsing */
 
-    if (line->event_len) {
-        if (u->api == NGX_HTTP_CONDUCTOR_USAGE_RESPONSES
-            && !ngx_http_conductor_usage_final(line->event, line->event_len))
-        {
-            return 0;
-        }
-
-        if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC
-            && !ngx_http_conductor_usage_is(line->event, line->event_len,
-                                            "message_start")
-            && !ngx_http_conductor_usage_is(line->event, line->event_len,
-                                            "message_delta"))
-        {
-            return 0;
-        }
+    if (line->event_len
+        && ngx_http_conductor_usage_wanted(u, line->event, line->event_len)
+           == 0)
+    {
+        return 0;
     }
 
     if (!ngx_http_conductor_usage_has_object(line->data, line->len)) {
         return 0;
     }
 
-    root = ngx_http_conductor_usage_load(line->data, line->len, 0);
-    if (root == NULL) {
-        return 0;
-    }
+    /*
+     * The same scanner as the over-long line fallback, so both paths agree;
+     * jansson then parses the small usage object only, not a whole
+     * response.completed of hundreds of kilobytes.
+     */
 
-    rc = 0;
-
-    if (u->api != NGX_HTTP_CONDUCTOR_USAGE_RESPONSES
-        && u->api != NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC)
-    {
-        rc = ngx_http_conductor_usage_apply(u, json_object_get(root, "usage"));
-
-        if (rc == 0) {
-            rc = ngx_http_conductor_usage_choice(u, root);
-        }
-
-        json_decref(root);
-        return rc;
-    }
-
-    /* Responses and Anthropic: the event type decides where usage is */
+    ngx_http_conductor_sse_scan_init(&scan, cap, sizeof(cap));
+    ngx_http_conductor_sse_scan_feed(&scan, line->data, line->len);
 
     name = line->event;
-    type_len = line->event_len;
+    name_len = line->event_len;
 
-    if (type_len == 0) {
-        type = json_object_get(root, "type");
-
-        if (!json_is_string(type)) {
-            goto done;
-        }
-
-        name = (const unsigned char *) json_string_value(type);
-        type_len = json_string_length(type);
+    if (name_len == 0) {
+        name = ngx_http_conductor_sse_scan_type(&scan, &name_len);
     }
 
-    if (u->api == NGX_HTTP_CONDUCTOR_USAGE_RESPONSES) {
-        if (!ngx_http_conductor_usage_final(name, type_len)) {
-            goto done;
-        }
+    want = ngx_http_conductor_usage_wanted(u, name, name_len);
 
-        obj = json_object_get(root, "response");
-        rc = ngx_http_conductor_usage_apply(u, json_object_get(obj, "usage"));
-        goto done;
+    rc = want ? ngx_http_conductor_usage_captures(u, &scan, want) : 0;
+
+    if (rc == 0) {
+        rc = ngx_http_conductor_usage_choice(u, line->data, line->len);
     }
-
-    start = ngx_http_conductor_usage_is(name, type_len, "message_start");
-
-    if (start) {
-        obj = json_object_get(json_object_get(root, "message"), "usage");
-
-    } else if (ngx_http_conductor_usage_is(name, type_len, "message_delta")) {
-        obj = json_object_get(root, "usage");
-
-    } else {
-        goto done;
-    }
-
-    rc = ngx_http_conductor_usage_apply(u, obj);
-
-done:
-
-    json_decref(root);
 
     return rc;
 }
@@ -234,19 +167,8 @@ int
 ngx_http_conductor_usage_parse_scan(ngx_http_conductor_usage_t *u,
     const ngx_http_conductor_sse_scan_t *scan)
 {
-    size_t                                   i;
-    const ngx_http_conductor_sse_capture_t  *c;
-
-    for (i = scan->ncaptures; i > 0; i--) {
-        c = &scan->capture[i - 1];
-
-        if (c->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP) {
-            return ngx_http_conductor_usage_apply_text(u, scan->cap + c->off,
-                                                       c->len);
-        }
-    }
-
-    return 0;
+    return ngx_http_conductor_usage_captures(u, scan,
+                                            NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP);
 }
 
 
@@ -595,21 +517,97 @@ ngx_http_conductor_usage_derive(ngx_http_conductor_usage_t *u)
 }
 
 
-/* Moonshot puts stream usage in choices[0] */
+/* Moonshot puts stream usage in choices[0]: rare, so a full parse */
 
 static int
-ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u, json_t *root)
+ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len)
 {
+    int      rc;
+    json_t  *root;
+
     if (u->api != NGX_HTTP_CONDUCTOR_USAGE_CHAT
         && u->api != NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS)
     {
         return 0;
     }
 
-    return ngx_http_conductor_usage_apply(u,
-               json_object_get(json_array_get(json_object_get(root, "choices"),
-                                              0),
-                               "usage"));
+    root = ngx_http_conductor_usage_load(p, len, 0);
+    if (root == NULL) {
+        return 0;
+    }
+
+    rc = ngx_http_conductor_usage_apply(u,
+             json_object_get(json_array_get(json_object_get(root, "choices"),
+                                            0),
+                             "usage"));
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+/*
+ * Every capture of the wanted place, in document order, as the fallback
+ * hands them over: OpenAI's last valid one wins, Anthropic's merge.
+ */
+
+static int
+ngx_http_conductor_usage_captures(ngx_http_conductor_usage_t *u,
+    const ngx_http_conductor_sse_scan_t *scan, unsigned want)
+{
+    int                                      rc;
+    size_t                                   i;
+    const ngx_http_conductor_sse_capture_t  *c;
+
+    rc = 0;
+
+    for (i = 0; i < scan->ncaptures; i++) {
+        c = &scan->capture[i];
+
+        if (c->flags == want
+            && ngx_http_conductor_usage_apply_text(u, scan->cap + c->off,
+                                                   c->len))
+        {
+            rc = 1;
+        }
+    }
+
+    return rc;
+}
+
+
+/*
+ * Where the usage of an event of this name is (a USAGE_* flag), 0 when
+ * the event holds none.  A nameless event of the OpenAI chat kinds has
+ * it at the top level.
+ */
+
+static unsigned
+ngx_http_conductor_usage_wanted(ngx_http_conductor_usage_t *u,
+    const unsigned char *name, size_t len)
+{
+    switch (u->api) {
+
+    case NGX_HTTP_CONDUCTOR_USAGE_RESPONSES:
+        return ngx_http_conductor_usage_final(name, len)
+               ? NGX_HTTP_CONDUCTOR_SSE_USAGE_RESPONSE : 0;
+
+    case NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC:
+        if (ngx_http_conductor_usage_is(name, len, "message_start")) {
+            return NGX_HTTP_CONDUCTOR_SSE_USAGE_MESSAGE;
+        }
+
+        if (ngx_http_conductor_usage_is(name, len, "message_delta")) {
+            return NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP;
+        }
+
+        return 0;
+
+    default:
+        return NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP;
+    }
 }
 
 

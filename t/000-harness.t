@@ -23,6 +23,8 @@ HTTP
         location /slow/     { proxy_pass http://mock/; proxy_read_timeout 500ms; }
         location /dead/     { proxy_pass http://127.0.0.1:$TEST_NGINX_DEAD_PORT/; }
         location = /hello   { return 200 "hello\n"; }
+        location = /bare    { return 200 "bare"; }
+        location = /time    { return 200 "$time_local"; }
 SERVER
 );
 
@@ -450,29 +452,34 @@ Content-Length: 6
 
 
 
-=== TEST 24: env reaches nginx; main_config overrides worker_processes
+=== TEST 24: env reaches nginx (TZ shows in $time_local); main_config overrides worker_processes
 --- main_config
 worker_processes 2;
 --- env
-CONDUCTOR_HARNESS_PROBE=probe-value
+TZ=XYZ-14
 --- request
-GET /hello
+GET /time
 --- error_code: 200
---- response_body chomp
-hello
+--- response_body_like: \+1400$
 --- checks
-my ($pid) = `cat $env->{TEST_NGINX_SERVROOT}/logs/nginx.pid` =~ /(\d+)/;
-open my $fh, '<', "/proc/$pid/environ" or die "environ: $!";
-my %penv = map { /^([^=]*)=(.*)$/s } split /\0/, do { local $/; <$fh> };
-is $penv{CONDUCTOR_HARNESS_PROBE}, 'probe-value', 'env section in the nginx environment';
 my $conf = do { local (@ARGV, $/) = "$env->{TEST_NGINX_SERVROOT}/conf/nginx.conf"; <> };
 is scalar(() = $conf =~ /^\s*worker_processes\b/mg), 1, 'one worker_processes line';
 like $conf, qr/^worker_processes 2;/m, 'the block\'s value';
+my $r = http_request(GET => '/bare');
+is $r->{body}, 'bare', 'http_request inside checks reaches this nginx';
 --- wait: 0.1
 
 
 
-=== TEST 25: must_die: nginx -t refuses an unknown directive
+=== TEST 25: response_body with the chomp filter
+--- request
+GET /bare
+--- response_body chomp
+bare
+
+
+
+=== TEST 26: must_die: nginx -t refuses an unknown directive
 --- config
 location / { frobnicate on; }
 --- must_die

@@ -320,7 +320,8 @@ ngx_http_conductor_test_overlong(void)
 
     s = ngx_http_conductor_test_long(
         "event: response.completed\n"
-        "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\","
+        "data: {\"type\":\"response.completed\",\"item\":{\"usage\":{}},"
+        "\"response\":{\"id\":\"r\","
         "\"output\":[{\"type\":\"mcp_call\",\"usage\":{\"input_tokens\":9}},"
         "{\"type\":\"message\",\"content\":[{\"text\":\"",
         600,
@@ -332,9 +333,9 @@ ngx_http_conductor_test_overlong(void)
 
     ok = ngx_http_conductor_test_splits(s, strlen(s), 64, 1024,
         "4|response.completed|{\"input_tokens\":36,\"output_tokens\":87,"
-        "\"s\":\"}{\\\"\"}|0,26,889\n"
-        "2|response.completed|{\"total_tokens\":5}|0,26,889\n"
-        "1||{\"usage\":{\"n\":1}}|891,891,914\n");
+        "\"s\":\"}{\\\"\"}|0,26,909\n"
+        "2|response.completed|{\"total_tokens\":5}|0,26,909\n"
+        "1||{\"usage\":{\"n\":1}}|911,911,934\n");
     ngx_http_conductor_test_ok(ok, "over-long line: response.usage and top "
                                "usage captured, nested and quoted not");
     free(s);

@@ -17,7 +17,7 @@
 
 
 #define NGX_HTTP_CONDUCTOR_TEST_DIR  "t/unit/fixtures/"
-#define NGX_HTTP_CONDUCTOR_TEST_NO   -1
+#define NGX_HTTP_CONDUCTOR_TEST_NO   (-1)
 
 
 typedef struct {
@@ -46,44 +46,115 @@ static int     ngx_http_conductor_test_failed;
 static size_t  ngx_http_conductor_test_json_allocs;
 
 
-#define NO  NGX_HTTP_CONDUCTOR_TEST_NO
-
 static ngx_http_conductor_test_case_t  ngx_http_conductor_test_cases[] = {
 
     { "openai_chat.json", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 0,
-      1117, 250, 1024, NO, 192, 1367, 1, 1 },
+      /* prompt, completion */ 1117, 250,
+      /* cached */ 1024,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ 192,
+      /* total, sent, fallback */ 1367, 1, 1 },
+
     { "openai_chat_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      19, 10, 0, NO, 0, 29, 1, 1 },
+      /* prompt, completion */ 19, 10,
+      /* cached */ 0,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ 0,
+      /* total, sent, fallback */ 29, 1, 1 },
+
     { "vllm_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      12, 8, NO, NO, NO, 20, 1, 1 },
+      /* prompt, completion */ 12, 8,
+      /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 20, 1, 1 },
+
     { "cerebras_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      38, 12, 0, NO, NO, 50, 1, 1 },
+      /* prompt, completion */ 38, 12,
+      /* cached */ 0,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 50, 1, 1 },
+
     { "together_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      41, 5, NO, NO, NO, 46, 1, 1 },
+      /* prompt, completion */ 41, 5,
+      /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 46, 1, 1 },
+
     { "moonshot_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      19, 13, NO, NO, NO, 32, 1, 0 },
+      /* prompt, completion */ 19, 13,
+      /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 32, 1, 0 },
+
     { "crlf_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      31, 2, 16, NO, NO, 33, 1, 1 },
+      /* prompt, completion */ 31, 2,
+      /* cached */ 16,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 33, 1, 1 },
+
     { "cr_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
-      31, 2, 16, NO, NO, 33, 1, 1 },
+      /* prompt, completion */ 31, 2,
+      /* cached */ 16,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 33, 1, 1 },
+
     { "openai_completions.json", NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS, 0,
-      5, 7, NO, NO, NO, 12, 1, 1 },
-    { "openai_completions_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS,
-      1, 5, 7, NO, NO, NO, 12, 1, 1 },
+      /* prompt, completion */ 5, 7,
+      /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 12, 1, 1 },
+
+    { "openai_completions_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS, 1,
+      /* prompt, completion */ 5, 7,
+      /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 12, 1, 1 },
+
     { "openai_embeddings.json", NGX_HTTP_CONDUCTOR_USAGE_EMBEDDINGS, 0,
-      8, NO, NO, NO, NO, 8, 1, 1 },
+      /* prompt, completion */ 8, NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 8, 1, 1 },
+
     { "openai_responses.json", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 0,
-      328, 52, 128, NO, 20, 380, 1, 1 },
+      /* prompt, completion */ 328, 52,
+      /* cached */ 128,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ 20,
+      /* total, sent, fallback */ 380, 1, 1 },
+
     { "openai_responses_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 1,
-      36, 87, 12, NO, 64, 123, 1, 1 },
+      /* prompt, completion */ 36, 87,
+      /* cached */ 12,
+      /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* reasoning */ 64,
+      /* total, sent, fallback */ 123, 1, 1 },
+
     { "anthropic.json", NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 0,
-      21 + 0 + 188086, 393, 0, 188086, NO, 188500, 0, 1 },
+      /* prompt, completion */ 21 + 0 + 188086, 393,
+      /* cached */ 0,
+      /* cache_creation */ 188086,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 188500, 0, 1 },
+
     { "anthropic_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 1,
-      1310 + 2048 + 512, 89, 2048, 512, NO, 3870 + 89, 0, 1 },
+      /* prompt, completion */ 1310 + 2048 + 512, 89,
+      /* cached */ 2048,
+      /* cache_creation */ 512,
+      /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
+      /* total, sent, fallback */ 3870 + 89, 0, 1 },
+
     { NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 };
-
-#undef NO
 
 
 static void
@@ -333,10 +404,10 @@ ngx_http_conductor_test_fixtures(void)
         if (!t->stream) {
             ngx_http_conductor_usage_init(&u, t->api);
             ok = ngx_http_conductor_usage_parse_body(&u,
-                     (const unsigned char *) f.p, f.len) == 1;
+                     (const unsigned char *) f.p, f.len) == 1
+                 && ngx_http_conductor_test_expect(&u, t);
             snprintf(desc, sizeof(desc), "%s: body usage", t->file);
-            ngx_http_conductor_test_ok(ok && ngx_http_conductor_test_expect(&u, t),
-                                       desc);
+            ngx_http_conductor_test_ok(ok, desc);
 
             snprintf(desc, sizeof(desc), "%s: scanned body in two pieces, "
                      "every split, same usage", t->file);
@@ -664,7 +735,8 @@ ngx_http_conductor_test_hot_path(void)
     u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_CHAT,
         "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":"
         "\"\\\"usage\\\": {\"}}],\"usage\":null}\n\n"
-        "data: {\"id\":\"c\",\"choices\":[{\"delta\":{}}],\"usage\" : null}\n\n"
+        "data: {\"id\":\"c\",\"choices\":[{\"delta\":{}}],"
+        "\"usage\" : null}\n\n"
         "data: [DONE]\n\n");
     u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC,
         "event: content_block_delta\n"

@@ -366,6 +366,9 @@ sub start_nginx {
 # QUIT, valgrind errors. Empty means a clean run.
 sub stop_nginx {
     return [] unless $nginx;
+    # a client connection left open keeps a worker lingering past QUIT
+    $_->close for grep {defined} @Test::Conductor::Stream::OPEN;
+    @Test::Conductor::Stream::OPEN = ();
     my $n = $nginx;
     undef $nginx;
     my @problems;
@@ -481,7 +484,11 @@ sub parse_sse {
 
 # ---------------------------------------------------------------- blocks
 
-sub done_testing { Test::More::done_testing(@_) }
+# Declaring no_plan first keeps Test::Base's END hook from planning again.
+sub done_testing {
+    plan('no_plan') unless Test::More->builder->has_plan;
+    Test::More::done_testing(@_);
+}
 
 # block_defaults(config => '...', no_module => '', ...): sections for every
 # block of the file that does not have its own.
@@ -839,9 +846,12 @@ package Test::Conductor::Stream;
 
 use IO::Select;
 use IO::Socket::INET;
+use Scalar::Util ();
 use Time::HiRes ();
 
 my $JSON_DECODER = JSON::PP->new->utf8;
+
+our @OPEN;    # weak references to open streams, closed by stop_nginx
 
 sub open {
     my ($class, %a) = @_;
@@ -880,6 +890,8 @@ sub open {
     }
     $sock->blocking(0);
     $self->{sock} = $sock;
+    push @OPEN, $self;
+    Scalar::Util::weaken($OPEN[-1]);
     my $deadline = $self->{started} + $a{timeout};
     $self->_send($req, $deadline);
     $self->_read_head($deadline);
@@ -1051,10 +1063,11 @@ sub read_some {
         my $n = $self->_fill($deadline);
         if (!defined $n) { $self->{timed_out} = 1; return undef }
         if ($n == 0) {
-            $self->{done} = 1;
-            if ($self->{mode} && $self->{mode} eq 'eof') { $self->{complete} = 1 }
-            else { $self->{error} //= 'connection closed before the end of the body' }
             my $out = length $self->{buf} ? $self->_decode : '';
+            $self->{done} = 1;
+            if ($self->{complete}) { }
+            elsif (($self->{mode} // '') eq 'eof') { $self->{complete} = 1 }
+            else { $self->{error} //= 'connection closed before the end of the body' }
             return length $out ? $out : undef;
         }
     }

@@ -1,0 +1,131 @@
+# The official OpenAI and Anthropic SDKs (node, t/sdk/) against the gateway:
+# starts the mock provider and an nginx with the module, runs
+# `node --test` on every t/sdk/*.test.mjs file, one Test::More test per file.
+#
+# Needs node >= 20 and t/sdk/node_modules (installed here with `npm ci` when
+# missing; the file is skipped when that fails, e.g. without the registry).
+
+use strict;
+use warnings;
+
+use FindBin ();
+use POSIX ();
+use lib "$FindBin::Bin/lib";
+
+use Test::Conductor;
+use Test::More;
+
+my $env  = harness_env();
+my $root = $env->{TEST_NGINX_ROOT};
+my $sdk  = "$root/t/sdk";
+my $log  = "$env->{TEST_NGINX_SERVROOT}/sdk";
+mkdir $log;
+
+sub run_logged {    # run_logged(\@argv, $logfile, %env) -> exit status, output
+    my ($argv, $file, %extra) = @_;
+    my $pid = fork // die "fork: $!\n";
+    if (!$pid) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $file or POSIX::_exit(126);
+        open STDERR, '>&', \*STDOUT or POSIX::_exit(126);
+        chdir $sdk or POSIX::_exit(126);
+        $ENV{$_} = $extra{$_} for keys %extra;
+        exec { $argv->[0] } @$argv or POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    my $status = $?;
+    open my $fh, '<', $file or return ($status, '');
+    local $/;
+    return ($status, scalar <$fh> // '');
+}
+
+# ---------------------------------------------------------------- node, npm
+
+my ($node_status, $node_version) = run_logged([qw(node --version)], "$log/node-version.log");
+plan skip_all => "node is not installed (the SDK tests need node >= 20)" if $node_status;
+my ($major) = $node_version =~ /^v(\d+)\./;
+plan skip_all => "node $node_version is too old: the SDK tests need node >= 20"
+    unless $major && $major >= 20;
+
+unless (-d "$sdk/node_modules/openai" && -d "$sdk/node_modules/\@anthropic-ai/sdk") {
+    my ($st, $out) = run_logged(
+        [qw(timeout 600 npm ci --no-audit --no-fund --loglevel=error)], "$log/npm-ci.log");
+    if ($st) {
+        my @tail = grep {/\S/} split /\n/, $out;
+        @tail = @tail[-5 .. -1] if @tail > 5;
+        plan skip_all => "npm ci in t/sdk failed (exit " . ($st >> 8) . "), so the OpenAI and "
+            . "Anthropic SDKs are not installed: " . join(' | ', @tail);
+    }
+}
+
+# ---------------------------------------------------------------- servers
+
+my %conf = (
+    http_config => <<'HTTP',
+    conductor_zone conductor:4m;
+    conductor_provider mockoai {
+        url http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1;
+        api openai;
+        key k1 sdk-key-1;
+    }
+    conductor_provider mockant {
+        url http://127.0.0.1:$TEST_NGINX_MOCK_PORT2/v1;
+        api anthropic;
+        key a1 sdk-ant-key-1;
+    }
+    conductor_model fast { mockoai mock-fast-8b; }
+    conductor_model claude-fast { mockant mock-claude-haiku; }
+    upstream conductor_backend { conductor_balancer; }
+HTTP
+    config => <<'SERVER',
+        location /v1/ {
+            conductor_route;
+            include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
+        }
+        location = /v1/models {
+            conductor_models;
+        }
+SERVER
+);
+for my $text (values %conf) {
+    $text =~ s/\$(TEST_NGINX_\w+)/exists $env->{$1} ? $env->{$1} : die "no placeholder $1\n"/ge;
+}
+
+start_mock();
+start_nginx(%conf);
+
+# ---------------------------------------------------------------- node --test
+
+my %node_env = (
+    CONDUCTOR_BASE_URL => "http://127.0.0.1:$env->{TEST_NGINX_PORT}",
+    MOCK_CONTROL_URL   => "http://127.0.0.1:$env->{TEST_NGINX_MOCK_PORT}",
+    NO_COLOR           => 1,
+);
+
+my @files = sort glob "$sdk/*.test.mjs";
+ok(scalar @files, 'there are SDK test files in t/sdk');
+
+for my $file (@files) {
+    (my $name = $file) =~ s{.*/}{};
+    my ($st, $out) = run_logged(
+        ['timeout', '300', 'node', '--test', '--test-reporter=tap', $file],
+        "$log/$name.tap", %node_env);
+    my %count = $out =~ /^# (tests|pass|fail|cancelled|skipped|todo) (\d+)$/mg;
+    my $summary = join ', ', map { "$_ " . ($count{$_} // '?') } qw(tests pass fail cancelled);
+    my $ok = ok($st == 0 && ($count{tests} // 0) > 0 && !$count{fail} && !$count{cancelled},
+        "node --test t/sdk/$name ($summary)");
+    if ($ok) {
+        note $out;
+    }
+    else {
+        diag "node --test t/sdk/$name exited with status " . ($st >> 8)
+            . ($st & 127 ? " (signal " . ($st & 127) . ")" : '') . "; its output:";
+        diag $out;
+    }
+}
+
+my $problems = stop_nginx();
+is_deeply($problems, [], 'nginx stopped cleanly, no alert or crash in error.log')
+    or diag join "\n", @$problems;
+
+done_testing();
