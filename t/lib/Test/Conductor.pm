@@ -789,7 +789,7 @@ sub _check_log {
     if (_has($block, 'error_log')) {
         my @missing = grep { !_log_has($text, $_) } _log_patterns($block, 'error_log');
         _verdict("$name - error_log", (map {"not found in $what: $_"} @missing),
-            @missing ? "--- $what (tail):\n" . _log_tail($text) : ());
+            @missing ? "--- $what (last non-debug lines):\n" . _log_tail($text) : ());
     }
     if (_has($block, 'no_error_log')) {
         my @found;
@@ -801,9 +801,10 @@ sub _check_log {
     }
 }
 
+# the log without its [debug] noise, last 40 lines
 sub _log_tail {
     my ($text) = @_;
-    my @lines = split /\n/, $text;
+    my @lines = grep { !/^\S+ \S+ \[debug\]/ } split /\n/, $text;
     @lines = @lines[-40 .. -1] if @lines > 40;
     return join "\n", @lines;
 }
