@@ -181,6 +181,7 @@ done
 
 PIDS=()
 NAMES=()
+# shellcheck disable=SC2317  # called through the trap
 cleanup() {
     local i pid
     for i in "${!PIDS[@]}"; do
@@ -484,7 +485,7 @@ fi
 if [ "$NO_MODULE" != 1 ]; then
     missing=$(grep -oE '^[[:space:]]*proxy_[a-z_]+' "$PROXY_CONF" | tr -d ' \t' \
         | grep -v '^proxy_ssl_' | sort -u \
-        | while read -r d; do grep -qE "^[[:space:]]*$d[[:space:]]" "$BENCH_DIR/plain.conf" || echo "$d"; done \
+        | while read -r d; do grep -qE "^[[:space:]]*${d}[[:space:]]" "$BENCH_DIR/plain.conf" || echo "$d"; done \
         | tr '\n' ' ')
     if [ -n "$missing" ]; then
         echo

@@ -61,20 +61,66 @@
 typedef struct ngx_http_conductor_provider_s  ngx_http_conductor_provider_t;
 
 
-/* live state and totals of one key or model alias, in the shared zone */
+/* error classes counted per key */
+#define NGX_HTTP_CONDUCTOR_ERR_4XX      0   /* a 4xx other than 429 */
+#define NGX_HTTP_CONDUCTOR_ERR_429      1
+#define NGX_HTTP_CONDUCTOR_ERR_5XX      2
+#define NGX_HTTP_CONDUCTOR_ERR_TIMEOUT  3
+#define NGX_HTTP_CONDUCTOR_ERR_CONNECT  4   /* refused, reset, bad header */
+#define NGX_HTTP_CONDUCTOR_NERRORS      5
+
+/* circuit breaker states */
+#define NGX_HTTP_CONDUCTOR_CLOSED       0
+#define NGX_HTTP_CONDUCTOR_OPEN         1
+#define NGX_HTTP_CONDUCTOR_HALF_OPEN    2
+
+
+#define NGX_HTTP_CONDUCTOR_COST_LEN  (NGX_INT64_LEN + 8)
+
+
+/* a two-bucket sliding window: prev * (W - elapsed) / W + cur */
+typedef struct {
+    uint64_t                          prev;
+    uint64_t                          cur;
+    time_t                            start;     /* of the cur bucket */
+} ngx_http_conductor_window_t;
+
+
+/*
+ * Live state and totals of one key, provider or model alias, in the shared
+ * zone.  Keys use every field; providers and aliases use the totals (and
+ * rr), the rest stays zero.
+ */
 typedef struct {
     ngx_rbtree_node_t                 node;      /* key: crc32 of name */
 
     ngx_uint_t                        rr;        /* round robin cursor */
     ngx_uint_t                        inflight;
-    ngx_msec_t                        ttfb_ewma;
+    ngx_msec_t                        ttfb_ewma; /* ms, 0: not measured */
     ngx_uint_t                        failures;  /* consecutive */
+    ngx_uint_t                        breaker;   /* CLOSED, OPEN, HALF_OPEN */
+    uint64_t                          cooldown_until;  /* epoch ms */
+    uint64_t                          disabled;  /* 401/403 seen: epoch ms */
 
-    uint64_t                          requests;
-    uint64_t                          responses;
-    uint64_t                          errors;
+    /* requests and tokens per minute, hour and day (rpm tpm rph ...) */
+    ngx_http_conductor_window_t       win[NGX_HTTP_CONDUCTOR_NLIMITS];
+
+    /* the provider's own view, from x-ratelimit-remaining-* */
+    int64_t                           remaining_requests;  /* -1: unknown */
+    int64_t                           remaining_tokens;
+
+    uint64_t                          requests;  /* attempts sent */
+    uint64_t                          responses; /* answered 2xx */
+    uint64_t                          errors[NGX_HTTP_CONDUCTOR_NERRORS];
     uint64_t                          prompt_tokens;
     uint64_t                          completion_tokens;
+    uint64_t                          cached_tokens;
+    uint64_t                          cache_creation_tokens;
+    uint64_t                          reasoning_tokens;
+    uint64_t                          cost;      /* pico-USD */
+    uint64_t                          estimated; /* usage not in the answer */
+    uint64_t                          unpriced;  /* answers without a price */
+    uint64_t                          ttfb_sum;  /* ms, over responses */
 
     size_t                            len;
     u_char                            name[1];
@@ -246,6 +292,7 @@ extern ngx_module_t  ngx_http_conductor_module;
 
 extern ngx_str_t     ngx_http_conductor_endpoint_paths[];
 extern ngx_str_t     ngx_http_conductor_strategy_names[];
+extern time_t        ngx_http_conductor_periods[];
 
 
 /* conf */
@@ -265,6 +312,17 @@ ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
 ngx_int_t ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 void ngx_http_conductor_shm_lock(ngx_http_conductor_main_conf_t *cmcf);
 void ngx_http_conductor_shm_unlock(ngx_http_conductor_main_conf_t *cmcf);
+uint64_t ngx_http_conductor_window_value(ngx_http_conductor_window_t *w,
+    time_t period, time_t now);
+void ngx_http_conductor_window_add(ngx_http_conductor_window_t *w,
+    time_t period, time_t now, uint64_t n);
+void ngx_http_conductor_window_sub(ngx_http_conductor_window_t *w,
+    time_t period, time_t now, time_t when, uint64_t n);
+u_char *ngx_http_conductor_format_cost(u_char *p, uint64_t pico);
+
+/* status */
+char *ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* route */
 ngx_int_t ngx_http_conductor_route_handler(ngx_http_request_t *r);

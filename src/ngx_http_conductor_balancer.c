@@ -33,6 +33,8 @@ static ngx_int_t ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
+static ngx_int_t ngx_http_conductor_error_class(ngx_peer_connection_t *pc,
+    ngx_uint_t state, ngx_uint_t status);
 static ngx_uint_t ngx_http_conductor_has_next(ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_add_auth(ngx_http_request_t *r,
     ngx_http_conductor_cand_t *cand);
@@ -323,13 +325,17 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_conductor_ctx_t *ctx = data;
 
+    ngx_int_t                        err;
+    ngx_msec_t                       ttfb;
     ngx_uint_t                       status;
     ngx_http_request_t              *r;
+    ngx_http_upstream_state_t       *us;
     ngx_http_conductor_node_t       *node;
     ngx_http_conductor_main_conf_t  *cmcf;
 
     r = ctx->request;
-    status = r->upstream->state ? r->upstream->state->status : 0;
+    us = r->upstream->state;
+    status = us ? us->status : 0;
 
     /* a kept-alive connection the provider had closed: same key again */
     if ((state & NGX_PEER_FAILED) && pc->cached && status == 0) {
@@ -337,6 +343,8 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
         pc->tries--;
         return;
     }
+
+    err = ngx_http_conductor_error_class(pc, state, status);
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
     node = ctx->cand->key->node;
@@ -348,12 +356,26 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
         ctx->inflight = 0;
     }
 
-    if (state & NGX_PEER_FAILED) {
-        node->failures++;
-        node->errors++;
+    if (err == NGX_DECLINED) {
+        node->failures = 0;
+        node->responses++;
+
+        ttfb = (us && us->header_time != (ngx_msec_t) -1) ? us->header_time
+                                                            : 0;
+        node->ttfb_sum += ttfb;
+
+        /* an EWMA of 1/5: recent answers count, one slow answer does not
+         * decide alone; 0 stays "never measured" */
+        ttfb = ttfb ? ttfb : 1;
+        node->ttfb_ewma = node->ttfb_ewma ? (node->ttfb_ewma * 4 + ttfb) / 5
+                                          : ttfb;
 
     } else {
-        node->failures = 0;
+        node->errors[err]++;
+
+        if (err != NGX_HTTP_CONDUCTOR_ERR_4XX) {
+            node->failures++;
+        }
     }
 
     ngx_http_conductor_shm_unlock(cmcf);
@@ -365,6 +387,40 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
     ngx_http_conductor_cache_put(pc, ctx, state);
 
     pc->tries--;
+}
+
+
+/* NGX_DECLINED for an answer that is not an error */
+
+static ngx_int_t
+ngx_http_conductor_error_class(ngx_peer_connection_t *pc, ngx_uint_t state,
+    ngx_uint_t status)
+{
+    ngx_connection_t  *c;
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return NGX_HTTP_CONDUCTOR_ERR_429;
+    }
+
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return NGX_HTTP_CONDUCTOR_ERR_5XX;
+    }
+
+    if (status >= NGX_HTTP_BAD_REQUEST) {
+        return NGX_HTTP_CONDUCTOR_ERR_4XX;
+    }
+
+    if (!(state & NGX_PEER_FAILED)) {
+        return NGX_DECLINED;
+    }
+
+    c = pc->connection;
+
+    if (c && (c->read->timedout || c->write->timedout)) {
+        return NGX_HTTP_CONDUCTOR_ERR_TIMEOUT;
+    }
+
+    return NGX_HTTP_CONDUCTOR_ERR_CONNECT;
 }
 
 

@@ -175,6 +175,8 @@ ngx_http_conductor_node_get(ngx_http_conductor_main_conf_t *cmcf,
     }
 
     cn->node.key = hash;
+    cn->remaining_requests = -1;
+    cn->remaining_tokens = -1;
     cn->len = name->len;
     ngx_memcpy(cn->name, name->data, name->len);
 
@@ -233,4 +235,95 @@ void
 ngx_http_conductor_shm_unlock(ngx_http_conductor_main_conf_t *cmcf)
 {
     ngx_shmtx_unlock(&cmcf->shpool->mutex);
+}
+
+
+time_t  ngx_http_conductor_periods[NGX_HTTP_CONDUCTOR_NLIMITS] = {
+    60, 60, 3600, 3600, 86400, 86400
+};
+
+
+/* moves the buckets along so that cur is the bucket of now */
+
+static void
+ngx_http_conductor_window_rotate(ngx_http_conductor_window_t *w,
+    time_t period, time_t now)
+{
+    time_t  start;
+
+    start = now - now % period;
+
+    if (w->start == start) {
+        return;
+    }
+
+    w->prev = (w->start == start - period) ? w->cur : 0;
+    w->cur = 0;
+    w->start = start;
+}
+
+
+uint64_t
+ngx_http_conductor_window_value(ngx_http_conductor_window_t *w,
+    time_t period, time_t now)
+{
+    time_t    start, elapsed;
+    uint64_t  prev, cur;
+
+    start = now - now % period;
+
+    if (w->start == start) {
+        prev = w->prev;
+        cur = w->cur;
+
+    } else if (w->start == start - period) {
+        prev = w->cur;
+        cur = 0;
+
+    } else {
+        return 0;
+    }
+
+    elapsed = now - start;
+
+    return prev * (period - elapsed) / period + cur;
+}
+
+
+void
+ngx_http_conductor_window_add(ngx_http_conductor_window_t *w, time_t period,
+    time_t now, uint64_t n)
+{
+    ngx_http_conductor_window_rotate(w, period, now);
+    w->cur += n;
+}
+
+
+/* gives back what a reservation over-counted, in the bucket it went to */
+
+void
+ngx_http_conductor_window_sub(ngx_http_conductor_window_t *w, time_t period,
+    time_t now, time_t when, uint64_t n)
+{
+    ngx_http_conductor_window_rotate(w, period, now);
+
+    if (when - when % period == w->start) {
+        w->cur -= ngx_min(w->cur, n);
+
+    } else if (when - when % period == w->start - period) {
+        w->prev -= ngx_min(w->prev, n);
+    }
+}
+
+
+/* pico-USD as USD with six decimals: "0.000123" */
+
+u_char *
+ngx_http_conductor_format_cost(u_char *p, uint64_t pico)
+{
+    uint64_t  micro;
+
+    micro = pico / 1000000;
+
+    return ngx_sprintf(p, "%uL.%06uL", micro / 1000000, micro % 1000000);
 }

@@ -124,8 +124,15 @@ ngx_http_conductor_sse_feed(ngx_http_conductor_sse_t *sse,
         }
     }
 
+    lf = memchr(p, '\n', end - p);
+
     while (p < end) {
-        lf = memchr(p, '\n', end - p);
+
+        /* kept across lines: a CR-only stream must not rescan the piece */
+        if (lf && lf < p) {
+            lf = memchr(p, '\n', end - p);
+        }
+
         cr = memchr(p, '\r', (lf ? lf : end) - p);
         t = cr ? cr : lf;
 
@@ -508,6 +515,10 @@ ngx_http_conductor_sse_long_end(ngx_http_conductor_sse_t *sse)
 
         if (event_len == 0) {
             event = ngx_http_conductor_sse_scan_type(scan, &event_len);
+
+            if (event == NULL) {
+                event = sse->event;
+            }
         }
 
         for (i = 0; i < scan->ncaptures; i++) {

@@ -15,13 +15,14 @@
  * One handler call per data line: multi-line data of one event is not
  * joined (the LLM APIs put one JSON document on each data line).
  *
- * Over-long lines: a data line longer than line_max is not buffered.  The
- * rest of it is run through a JSON structure tracker (the scanner below)
- * that copies out, bounded by usage_max, the text of a "usage" object
- * found at the top level of the document or inside its top-level
- * "response" or "message" member; nested counters elsewhere (a tool's
- * usage inside "output") are not taken.  When the line ends the handler
- * is called once per captured object with a USAGE_* flag instead of DATA.
+ * Over-long lines: a data line longer than line_max is not kept.  Its
+ * bytes (the buffered prefix, then the rest as it arrives) go through a
+ * JSON structure tracker (the scanner below) that copies out the text of
+ * a "usage" object found at the top level of the document or inside its
+ * top-level "response" or "message" member; nested counters elsewhere (a
+ * tool's usage inside "output") are not taken, and an object longer than
+ * usage_max is dropped.  When the line ends the handler is called once
+ * per captured object, with a USAGE_* flag instead of DATA.
  *
  * Typical use from a body filter:
  *

@@ -81,8 +81,11 @@ void ngx_http_conductor_usage_init(ngx_http_conductor_usage_t *u, int api);
 
 /*
  * A complete non-stream response body of u->api: its top-level "usage"
- * (for chat and completions also "choices[0].usage").  Returns 1 when
- * usage was taken, 0 otherwise (error body, no usage, not JSON).
+ * (for chat and completions, failing that, "choices[0].usage").  Returns
+ * 1 when usage was taken, 0 otherwise (error body, no usage, not JSON).
+ * The body is run through the structure scanner and jansson parses only
+ * the usage object; a whole-body parse happens only for the choices[0]
+ * case.  Uses USAGE_MAX bytes of stack, as parse_line() does.
  */
 int ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len);
@@ -90,9 +93,11 @@ int ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
 /*
  * One SSE parser call (a data payload, or a captured usage object with a
  * USAGE_* flag): updates u by the stream rules above.  Returns 1 when
- * usage was taken.  Lines that cannot hold usage are rejected without
- * parsing: an event name that is not a usage event, or no "usage" member
- * with an object value.
+ * usage was taken.  Lines that cannot hold usage cost a byte check only:
+ * an event name that is not a usage event, or no "usage" key followed by
+ * an object ("usage": null chunks).  Other lines go through the same
+ * scanner as the over-long fallback, so both paths find the same object,
+ * and jansson parses that object only.
  */
 int ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
     const ngx_http_conductor_sse_line_t *line);
