@@ -120,6 +120,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       0,
       NULL },
 
+    { ngx_string("conductor_usage"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_conductor_usage,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_mock"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_conductor_mock,

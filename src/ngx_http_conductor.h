@@ -12,6 +12,8 @@
 #include <ngx_http.h>
 
 #include "ngx_http_conductor_json.h"
+#include "ngx_http_conductor_sse.h"
+#include "ngx_http_conductor_usage.h"
 
 
 /* copies a string literal: its length is counted by the compiler */
@@ -228,6 +230,7 @@ typedef struct {
     ngx_flag_t                        response_headers;
     ngx_flag_t                        allow_override;
     ngx_msec_t                        mock_delay;  /* between mock events */
+    ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
 } ngx_http_conductor_loc_conf_t;
 
 
@@ -276,13 +279,37 @@ typedef struct {
 
     ngx_chain_t                      *error_out; /* replaced error body */
     ngx_msec_t                        start;
-    ngx_msec_t                        ttfb;
+    ngx_msec_t                        ttfb;      /* to the answer's header */
+
+    /* usage of the answer (the accounting) */
+    ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
+    ngx_http_conductor_usage_t        usage;     /* as the provider said */
+    ngx_http_conductor_usage_t        final;     /* said, or estimated */
+    uint64_t                          cost;      /* pico-USD */
+    ngx_http_conductor_sse_t         *sse;
+    ngx_http_conductor_sse_scan_t    *scan;
+    off_t                             body_bytes;  /* of the answer */
+
+    /* taking the usage-only chunk out of a stream (strip mode) */
+    u_char                           *held;      /* the partial line */
+    size_t                            held_len;
+    ngx_chain_t                      *free;
+    ngx_chain_t                      *busy;
 
     unsigned                          stream:1;
     unsigned                          client_usage:1;  /* asked for it */
     unsigned                          added_usage:1;   /* we asked */
     unsigned                          inflight:1;
     unsigned                          retry_same:1;
+    unsigned                          observe:2;   /* NONE, JSON, SSE */
+    unsigned                          strip:1;
+    unsigned                          long_line:1;
+    unsigned                          drop_blank:1;
+    unsigned                          finished:1;  /* the body ended */
+    unsigned                          final_done:1;
+    unsigned                          estimated:1;
+    unsigned                          priced:1;
+    unsigned                          committed:1;
     unsigned                          error_replace:1;
     unsigned                          error_sent:1;
 } ngx_http_conductor_ctx_t;
@@ -340,6 +367,20 @@ char *ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /* filter */
 ngx_int_t ngx_http_conductor_filter_init(ngx_conf_t *cf);
+
+#define NGX_HTTP_CONDUCTOR_OBSERVE_NONE  0
+#define NGX_HTTP_CONDUCTOR_OBSERVE_JSON  1
+#define NGX_HTTP_CONDUCTOR_OBSERVE_SSE   2
+
+/* account */
+ngx_int_t ngx_http_conductor_log_handler(ngx_http_request_t *r);
+ngx_http_conductor_usage_t *ngx_http_conductor_final_usage(
+    ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx);
+ngx_http_conductor_price_t *ngx_http_conductor_find_price(
+    ngx_http_conductor_provider_t *p, ngx_str_t *model);
+char *ngx_http_conductor_usage(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_conductor_usage_api(ngx_uint_t endpoint);
 
 /* models list and the embedded mock provider */
 char *ngx_http_conductor_models(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -39,8 +39,6 @@ static ngx_int_t ngx_http_conductor_add_cands(ngx_conf_t *cf,
     ngx_array_t *cands, ngx_http_conductor_provider_t *p, ngx_str_t *model,
     ngx_uint_t priority, ngx_uint_t weight);
 static void ngx_http_conductor_sort_cands(ngx_array_t *cands);
-static ngx_http_conductor_price_t *ngx_http_conductor_find_price(
-    ngx_http_conductor_provider_t *p, ngx_str_t *model);
 
 
 static ngx_str_t  ngx_http_conductor_limit_names[] = {
@@ -1299,7 +1297,7 @@ ngx_http_conductor_add_builtins(ngx_conf_t *cf,
 }
 
 
-static ngx_http_conductor_price_t *
+ngx_http_conductor_price_t *
 ngx_http_conductor_find_price(ngx_http_conductor_provider_t *p,
     ngx_str_t *model)
 {

@@ -14,7 +14,15 @@
 static ngx_int_t ngx_http_conductor_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_conductor_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static ngx_int_t ngx_http_conductor_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_conductor_observe(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_feed(ngx_http_conductor_ctx_t *ctx,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_strip(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx,
+    u_char *line, size_t len);
+static void *ngx_http_conductor_sse_alloc(void *data, size_t size);
 static ngx_int_t ngx_http_conductor_replace_error(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_add_header(ngx_http_request_t *r,
@@ -65,13 +73,17 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    if (!lcf->route) {
+    if (!lcf->route && lcf->usage_provider == NULL) {
         return ngx_http_next_header_filter(r);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
-    if (r->err_status >= NGX_HTTP_BAD_REQUEST
+    if (ctx) {
+        ctx->ttfb = ngx_current_msec - ctx->start;
+    }
+
+    if (lcf->route && r->err_status >= NGX_HTTP_BAD_REQUEST
         && r->headers_out.status >= NGX_HTTP_BAD_REQUEST)
     {
         if (ctx == NULL) {
@@ -91,7 +103,17 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
         }
     }
 
-    if (ctx == NULL || ctx->attempts == 0 || !lcf->response_headers) {
+    if (ctx == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (!ctx->error_replace
+        && ngx_http_conductor_observe(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->attempts == 0 || !lcf->response_headers) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -133,8 +155,23 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
-    if (ctx == NULL || !ctx->error_replace) {
+    if (ctx == NULL || r != r->main) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (!ctx->error_replace) {
+
+        if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_NONE) {
+            return ngx_http_next_body_filter(r, in);
+        }
+
+        ngx_http_conductor_feed(ctx, in);
+
+        if (!ctx->strip) {
+            return ngx_http_next_body_filter(r, in);
+        }
+
+        return ngx_http_conductor_strip(r, ctx, in);
     }
 
     /* nginx's own error page is consumed and never sent */
@@ -341,27 +378,385 @@ ngx_http_conductor_add_header(ngx_http_request_t *r, const char *name,
 }
 
 
-/* what a request reserved and did not give back is given back here */
+/*
+ * The answer's body is observed for its usage when it is a successful JSON
+ * or SSE answer: everything else (errors, compressed bodies) is estimated.
+ */
 
 static ngx_int_t
-ngx_http_conductor_log_handler(ngx_http_request_t *r)
+ngx_http_conductor_observe(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
 {
-    ngx_http_conductor_ctx_t        *ctx;
-    ngx_http_conductor_main_conf_t  *cmcf;
+    u_char                         *buf;
+    ngx_str_t                      *ct;
+    ngx_table_elt_t                *ce;
+    ngx_http_conductor_loc_conf_t  *lcf;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
-
-    if (ctx == NULL || !ctx->inflight) {
+    if (r->headers_out.status < NGX_HTTP_OK
+        || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
+        || r->header_only)
+    {
         return NGX_OK;
     }
 
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    ngx_http_conductor_usage_init(&ctx->usage,
+                                  ngx_http_conductor_usage_api(ctx->endpoint));
 
-    ngx_http_conductor_shm_lock(cmcf);
-    ctx->cand->key->node->inflight--;
-    ngx_http_conductor_shm_unlock(cmcf);
+    ce = r->headers_out.content_encoding;
 
-    ctx->inflight = 0;
+    if (ce && ce->value.len
+        && !(ce->value.len == 8
+             && ngx_strncasecmp(ce->value.data, (u_char *) "identity", 8)
+                == 0))
+    {
+        return NGX_OK;
+    }
+
+    ct = &r->headers_out.content_type;
+
+    if (ct->len >= 17
+        && ngx_strncasecmp(ct->data, (u_char *) "text/event-stream", 17) == 0)
+    {
+        ctx->sse = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_t));
+        if (ctx->sse == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_conductor_sse_init(ctx->sse, NGX_HTTP_CONDUCTOR_SSE_LINE_MAX,
+                                    ngx_http_conductor_usage_sse_handler,
+                                    &ctx->usage);
+
+        /* the line buffer grows in the request's pool, freed with it */
+        ngx_http_conductor_sse_set_allocator(ctx->sse,
+                                             ngx_http_conductor_sse_alloc,
+                                             NULL, r->pool);
+
+        ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_SSE;
+
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+        /* the usage chunk the gateway asked for, the client did not */
+        if (ctx->added_usage && !ctx->client_usage && lcf->route) {
+            ctx->strip = 1;
+            ngx_http_clear_content_length(r);
+            ngx_http_clear_accept_ranges(r);
+        }
+
+    } else if (ngx_strlcasestrn(ct->data, ct->data + ct->len,
+                                (u_char *) "json", 4 - 1)
+               != NULL)
+    {
+        ctx->scan = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_scan_t));
+        buf = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
+
+        if (ctx->scan == NULL || buf == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* a body of megabytes is scanned as it passes, never buffered */
+        ngx_http_conductor_sse_scan_init(ctx->scan, buf,
+                                         NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
+
+        ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_JSON;
+
+    } else {
+        return NGX_OK;
+    }
+
+    r->filter_need_in_memory = 1;
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_conductor_feed(ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in)
+{
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!ctx->finished && ngx_buf_in_memory(b)) {
+            len = b->last - b->pos;
+            ctx->body_bytes += len;
+
+            if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
+                ngx_http_conductor_sse_feed(ctx->sse, b->pos, len);
+
+            } else {
+                ngx_http_conductor_sse_scan_feed(ctx->scan, b->pos, len);
+            }
+        }
+
+        if (b->last_buf && !ctx->finished) {
+            ctx->finished = 1;
+
+            if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
+                ngx_http_conductor_sse_finish(ctx->sse);
+
+            } else {
+                (void) ngx_http_conductor_usage_parse_scan(&ctx->usage,
+                                                           ctx->scan);
+            }
+        }
+    }
+}
+
+
+/*
+ * Strip mode: the stream goes on line by line.  Every complete line leaves
+ * at once, unchanged, but the usage-only chunk (and the blank line that
+ * ends its event); only the partial last line of a buffer waits for its
+ * end, which an SSE client could not use before either.
+ */
+
+static ngx_int_t
+ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    u_char        *p, *nl, *end;
+    size_t         size, n;
+    ngx_int_t      rc;
+    ngx_buf_t     *b, *ob;
+    ngx_chain_t   *cl, *out, **ll;
+
+    out = NULL;
+    ll = &out;
+
+    for ( /* void */ ; in; in = in->next) {
+        b = in->buf;
+
+        ob = NULL;
+
+        if (ngx_buf_in_memory(b) && b->last > b->pos) {
+
+            size = ctx->held_len + (b->last - b->pos);
+
+            cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+            if (cl == NULL) {
+                return NGX_ERROR;
+            }
+
+            ob = cl->buf;
+
+            if (ob->start == NULL || (size_t) (ob->end - ob->start) < size) {
+                ob->start = ngx_palloc(r->pool, ngx_max(size, 4096));
+                if (ob->start == NULL) {
+                    return NGX_ERROR;
+                }
+
+                ob->end = ob->start + ngx_max(size, 4096);
+            }
+
+            ob->pos = ob->start;
+            ob->last = ob->start;
+            ob->temporary = 1;
+            ob->sync = 0;
+            ob->last_buf = 0;
+            ob->last_in_chain = 0;
+            ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
+            ob->flush = 1;
+
+            p = b->pos;
+            end = b->last;
+
+            while (p < end) {
+                nl = ngx_strlchr(p, end, '\n');
+
+                if (ctx->long_line) {
+                    /* a line too long to be the usage chunk goes on as is */
+                    n = (nl ? nl + 1 : end) - p;
+                    ob->last = ngx_cpymem(ob->last, p, n);
+                    p += n;
+                    ctx->long_line = (nl == NULL);
+                    continue;
+                }
+
+                if (nl == NULL) {
+                    n = end - p;
+
+                    if (ctx->held_len + n > NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX) {
+                        ob->last = ngx_cpymem(ob->last, ctx->held,
+                                              ctx->held_len);
+                        ob->last = ngx_cpymem(ob->last, p, n);
+                        ctx->held_len = 0;
+                        ctx->long_line = 1;
+                        break;
+                    }
+
+                    if (ctx->held == NULL) {
+                        ctx->held = ngx_pnalloc(r->pool,
+                                             NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
+                        if (ctx->held == NULL) {
+                            return NGX_ERROR;
+                        }
+                    }
+
+                    ngx_memcpy(ctx->held + ctx->held_len, p, n);
+                    ctx->held_len += n;
+                    break;
+                }
+
+                n = nl + 1 - p;
+
+                if (ctx->held_len) {
+                    if (ctx->held_len + n > NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX) {
+                        ob->last = ngx_cpymem(ob->last, ctx->held,
+                                              ctx->held_len);
+                        ob->last = ngx_cpymem(ob->last, p, n);
+                        ctx->held_len = 0;
+                        p += n;
+                        continue;
+                    }
+
+                    ngx_memcpy(ctx->held + ctx->held_len, p, n);
+
+                    if (ngx_http_conductor_strip_line(ctx, ctx->held,
+                                                      ctx->held_len + n))
+                    {
+                        ob->last = ngx_cpymem(ob->last, ctx->held,
+                                              ctx->held_len + n);
+                    }
+
+                    ctx->held_len = 0;
+
+                } else if (ngx_http_conductor_strip_line(ctx, p, n)) {
+                    ob->last = ngx_cpymem(ob->last, p, n);
+                }
+
+                p += n;
+            }
+
+            b->pos = b->last;
+        }
+
+        if (b->last_buf || b->last_in_chain || b->flush) {
+
+            if (ob == NULL) {
+                cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+                if (cl == NULL) {
+                    return NGX_ERROR;
+                }
+
+                ob = cl->buf;
+                ob->pos = ob->start;
+                ob->last = ob->start;
+                ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
+            }
+
+            if (b->last_buf && ctx->held_len) {
+                /* a cut stream: what is left goes as it came */
+                if ((size_t) (ob->end - ob->last) < ctx->held_len) {
+                    ob->start = ngx_palloc(r->pool,
+                                           (ob->last - ob->pos)
+                                           + ctx->held_len);
+                    if (ob->start == NULL) {
+                        return NGX_ERROR;
+                    }
+
+                    ob->end = ngx_cpymem(ob->start, ob->pos,
+                                         ob->last - ob->pos);
+                    ob->pos = ob->start;
+                    ob->last = ob->end;
+                    ob->end += ctx->held_len;
+                    ob->temporary = 1;
+                }
+
+                ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
+                ctx->held_len = 0;
+            }
+
+            ob->last_buf = b->last_buf;
+            ob->last_in_chain = b->last_in_chain;
+            ob->flush = 1;
+        }
+
+        if (ob == NULL) {
+            continue;
+        }
+
+        if (ob->pos == ob->last && !ob->last_buf && !ob->last_in_chain
+            && !ob->flush)
+        {
+            continue;
+        }
+
+        if (ob->pos == ob->last) {
+            ob->temporary = 0;
+            ob->sync = ob->last_buf ? 0 : 1;
+        }
+
+        *ll = cl;
+        ll = &cl->next;
+    }
+
+    *ll = NULL;
+
+    if (out == NULL && ctx->busy == NULL) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_conductor_module);
+
+    return rc;
+}
+
+
+/* 1: the line goes on; 0: it is the usage chunk or the end of its event */
+
+static ngx_int_t
+ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx, u_char *line,
+    size_t len)
+{
+    size_t   n;
+    u_char  *p;
+
+    n = len;
+
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
+        n--;
+    }
+
+    if (n == 0) {
+        if (ctx->drop_blank) {
+            ctx->drop_blank = 0;
+            return 0;
+        }
+
+        return 1;
+    }
+
+    ctx->drop_blank = 0;
+
+    if (n < 5 || ngx_strncmp(line, "data:", 5) != 0) {
+        return 1;
+    }
+
+    p = line + 5;
+    n -= 5;
+
+    if (n && *p == ' ') {
+        p++;
+        n--;
+    }
+
+    if (ngx_http_conductor_usage_only_chunk(p, n)) {
+        ctx->drop_blank = 1;
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static void *
+ngx_http_conductor_sse_alloc(void *data, size_t size)
+{
+    return ngx_palloc((ngx_pool_t *) data, size);
 }

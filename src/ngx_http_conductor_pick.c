@@ -143,7 +143,6 @@ ngx_http_conductor_pick(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx)
 
     pick->key->node->inflight++;
     pick->key->node->requests++;
-    ctx->model->node->requests++;
 
     ngx_http_conductor_shm_unlock(cmcf);
 

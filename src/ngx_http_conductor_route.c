@@ -12,6 +12,8 @@
 #include "ngx_http_conductor.h"
 
 
+static ngx_int_t ngx_http_conductor_usage_only(ngx_http_request_t *r,
+    ngx_http_conductor_loc_conf_t *lcf);
 static void ngx_http_conductor_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_conductor_route_body(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
@@ -47,11 +49,19 @@ ngx_http_conductor_route_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    if (!lcf->route || r != r->main) {
+    if (r != r->main) {
         return NGX_DECLINED;
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (!lcf->route) {
+        if (lcf->usage_provider && ctx == NULL) {
+            return ngx_http_conductor_usage_only(r, lcf);
+        }
+
+        return NGX_DECLINED;
+    }
 
     if (ctx) {
         return ctx->status;
@@ -98,6 +108,42 @@ ngx_http_conductor_route_handler(ngx_http_request_t *r)
     ngx_http_finalize_request(r, NGX_DONE);
 
     return NGX_DONE;
+}
+
+
+/*
+ * conductor_usage: the request goes through as the location's own
+ * proxy_pass sends it; only its answer is accounted to the provider.
+ */
+
+static ngx_int_t
+ngx_http_conductor_usage_only(ngx_http_request_t *r,
+    ngx_http_conductor_loc_conf_t *lcf)
+{
+    ngx_int_t                  ep;
+    ngx_http_conductor_ctx_t  *ctx;
+
+    ep = ngx_http_conductor_endpoint_of_uri(&r->uri);
+
+    if (ep == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->start = ngx_current_msec;
+    ctx->endpoint = ep;
+    ctx->dialect = lcf->usage_provider->api;
+    ctx->usage_provider = lcf->usage_provider;
+    ctx->status = NGX_DECLINED;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_conductor_module);
+
+    return NGX_DECLINED;
 }
 
 

@@ -18,11 +18,20 @@ typedef enum {
     NGX_HTTP_CONDUCTOR_VAR_ATTEMPTS,
     NGX_HTTP_CONDUCTOR_VAR_UP_SCHEME,
     NGX_HTTP_CONDUCTOR_VAR_UP_HOST,
-    NGX_HTTP_CONDUCTOR_VAR_UP_SNI
+    NGX_HTTP_CONDUCTOR_VAR_UP_SNI,
+    NGX_HTTP_CONDUCTOR_VAR_PROMPT,
+    NGX_HTTP_CONDUCTOR_VAR_COMPLETION,
+    NGX_HTTP_CONDUCTOR_VAR_CACHED,
+    NGX_HTTP_CONDUCTOR_VAR_TOTAL,
+    NGX_HTTP_CONDUCTOR_VAR_COST,
+    NGX_HTTP_CONDUCTOR_VAR_TTFB,
+    NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE
 } ngx_http_conductor_var_e;
 
 
 static ngx_int_t ngx_http_conductor_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_conductor_usage_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -55,6 +64,34 @@ static ngx_http_variable_t  ngx_http_conductor_vars[] = {
     { ngx_string("conductor_upstream_sni"), NULL,
       ngx_http_conductor_variable, NGX_HTTP_CONDUCTOR_VAR_UP_SNI,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("conductor_prompt_tokens"), NULL,
+      ngx_http_conductor_usage_variable, NGX_HTTP_CONDUCTOR_VAR_PROMPT,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_completion_tokens"), NULL,
+      ngx_http_conductor_usage_variable, NGX_HTTP_CONDUCTOR_VAR_COMPLETION,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_cached_tokens"), NULL,
+      ngx_http_conductor_usage_variable, NGX_HTTP_CONDUCTOR_VAR_CACHED,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_total_tokens"), NULL,
+      ngx_http_conductor_usage_variable, NGX_HTTP_CONDUCTOR_VAR_TOTAL,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_cost"), NULL,
+      ngx_http_conductor_usage_variable, NGX_HTTP_CONDUCTOR_VAR_COST,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_ttfb"), NULL,
+      ngx_http_conductor_usage_variable, NGX_HTTP_CONDUCTOR_VAR_TTFB,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_usage_source"), NULL,
+      ngx_http_conductor_usage_variable,
+      NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -155,6 +192,114 @@ found:
 
     v->data = s.data;
     v->len = s.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Usage variables, for log_format: empty until the answer has ended (they
+ * are meant for the LOG phase) and for answers that used nothing.
+ */
+
+static ngx_int_t
+ngx_http_conductor_usage_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                      *p;
+    int64_t                      n;
+    ngx_http_conductor_ctx_t    *ctx;
+    ngx_http_conductor_usage_t  *u;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_conductor_module);
+
+    if (ctx == NULL || (ctx->attempts == 0 && ctx->usage_provider == NULL)) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == NGX_HTTP_CONDUCTOR_VAR_TTFB) {
+        if (ctx->ttfb == 0 && ctx->winner == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_sprintf(p, "%T.%03M", (time_t) ctx->ttfb / 1000,
+                             ctx->ttfb % 1000) - p;
+        goto done;
+    }
+
+    u = ngx_http_conductor_final_usage(r, ctx);
+
+    if (!u->found) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_HTTP_CONDUCTOR_VAR_PROMPT:
+        n = u->prompt;
+        break;
+
+    case NGX_HTTP_CONDUCTOR_VAR_COMPLETION:
+        n = u->completion;
+        break;
+
+    case NGX_HTTP_CONDUCTOR_VAR_CACHED:
+        n = u->cached;
+        break;
+
+    case NGX_HTTP_CONDUCTOR_VAR_TOTAL:
+        n = u->total;
+        break;
+
+    case NGX_HTTP_CONDUCTOR_VAR_COST:
+        if (!ctx->priced) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_COST_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_http_conductor_format_cost(p, ctx->cost) - p;
+        goto done;
+
+    default: /* NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE */
+        if (ctx->estimated) {
+            ngx_str_set(v, "estimated");
+
+        } else {
+            ngx_str_set(v, "response");
+        }
+
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%L", n) - p;
+
+done:
+
+    v->data = p;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

@@ -3,6 +3,7 @@
 use lib 't/lib';
 use Test::Conductor;
 use MIME::Base64 ();
+use Time::HiRes ();
 
 # Plain nginx proxying to the mock, as the module's tests will through the
 # gateway: HTTP/1.1 and keepalive upstream, unbuffered so streams stream.
@@ -64,6 +65,45 @@ run_tests();
     is $direct->{headers}{'x-mock-port'}, $env->{TEST_NGINX_MOCK_PORT2}, 'http_request to another port';
     like error_log_since_start(), qr/\[debug\]|\[notice\]/, 'error_log_since_start reads this nginx';
     is_deeply stop_nginx(), [], 'nginx stopped cleanly';
+}
+
+# ------------------------------------------------------------------ crash
+# detection: a process killed by SIGSEGV must show up as a problem.
+{
+    start_nginx(no_module => 1, config => 'location / { return 204; }');
+    my $master = nginx_pid();
+    my @victims = $ENV{TEST_NGINX_USE_VALGRIND}
+        ? ($master)    # one process, nginx itself under valgrind
+        : (`ps --ppid $master -o pid=` =~ /(\d+)/g);
+    ok @victims, 'found the process to crash';
+    kill 'SEGV', @victims;
+    Time::HiRes::sleep(0.5);
+    my $problems = stop_nginx();
+    like join("\n", @$problems), qr/exited on signal 11|exited \(status \d+\) before the end/,
+        'the crash is reported';
+}
+
+# ------------------------------------------------------------------ the
+# valgrind log reader, on a made-up log: memory errors anywhere count; a
+# definite leak counts when a frame is ours.
+{
+    my $log = "$ENV{TEST_NGINX_SERVROOT}/logs/valgrind.log";
+    my $write = sub { open my $fh, '>', $log or die "$log: $!"; print {$fh} @_; close $fh };
+    my $clean = "==1== Memcheck\n==1== \n==1== ERROR SUMMARY: 0 errors from 0 contexts (suppressed: 1 from 1)\n";
+    $write->($clean);
+    is_deeply [ Test::Conductor::_valgrind_problems(0) ], [], 'valgrind: clean log';
+    $write->("==1== Memcheck\n==1== \n==1== Invalid read of size 4\n==1==    at 0x1: ngx_http_conductor_x (a.c:1)\n"
+        . "==1==    by 0x2: main\n==1== \n==1== ERROR SUMMARY: 1 errors from 1 contexts (suppressed: 0 from 0)\n");
+    my @p = Test::Conductor::_valgrind_problems(97 << 8);
+    like "@p", qr/ERROR SUMMARY: 1 errors.*Invalid read of size 4/s, 'valgrind: error with its stack';
+    $write->("==1== \n==1== 16 bytes in 1 blocks are definitely lost in loss record 2 of 5\n"
+        . "==1==    at 0x1: malloc\n==1==    by 0x2: ngx_http_conductor_conf (c.c:9)\n==1== \n"
+        . "==1== ERROR SUMMARY: 0 errors from 0 contexts (suppressed: 0 from 0)\n");
+    like join('', Test::Conductor::_valgrind_problems(0)), qr/conductor memory definitely lost.*ngx_http_conductor_conf/s,
+        'valgrind: our definite leak';
+    $write->("==1== Memcheck\n");
+    like join('', Test::Conductor::_valgrind_problems(9)), qr/no ERROR SUMMARY/, 'valgrind: truncated log';
+    unlink $log;
 }
 
 done_testing();

@@ -51,10 +51,12 @@ unless (-d "$sdk/node_modules/openai" && -d "$sdk/node_modules/\@anthropic-ai/sd
     my ($st, $out) = run_logged(
         [qw(timeout 600 npm ci --no-audit --no-fund --loglevel=error)], "$log/npm-ci.log");
     if ($st) {
-        my @tail = grep {/\S/} split /\n/, $out;
-        @tail = @tail[-5 .. -1] if @tail > 5;
+        my @lines = grep {/\S/} split /\n/, $out;
+        my @why = grep {/\b(?:code|errno|request to|network|E[A-Z]{4,})\b/} @lines;
+        @why = @lines unless @why;
+        @why = @why[0 .. 2] if @why > 3;
         plan skip_all => "npm ci in t/sdk failed (exit " . ($st >> 8) . "), so the OpenAI and "
-            . "Anthropic SDKs are not installed: " . join(' | ', @tail);
+            . "Anthropic SDKs are not installed: " . join(' | ', @why) . " (full output: $log/npm-ci.log)";
     }
 }
 

@@ -20,7 +20,7 @@ use Time::HiRes ();
 our @EXPORT = qw(
     run_tests done_testing block_defaults
     harness_env start_mock stop_mock mock_requests mock_clear mock_release
-    start_nginx stop_nginx nginx_running error_log_since_start
+    start_nginx stop_nginx nginx_running nginx_pid error_log_since_start
     http_request http_stream_open parse_sse
 );
 
@@ -302,6 +302,9 @@ sub _prepare_servroot {
 sub _nginx_argv { return ($NGINX, '-p', "$SERVROOT/", '-c', 'conf/nginx.conf', @_) }
 
 sub nginx_running { return $nginx ? 1 : 0 }
+
+# the master's pid (the only process's under valgrind), undef when stopped
+sub nginx_pid { return $nginx ? $nginx->{pid} : undef }
 
 # start_nginx(http_config => ..., config => ..., main_config => ...,
 #             env => {NAME => value}, no_module => 1)
