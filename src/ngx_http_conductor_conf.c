@@ -297,6 +297,16 @@ ngx_http_conductor_provider_line(ngx_conf_t *cf, ngx_command_t *dummy,
         return ngx_http_conductor_parse_price(cf, p);
     }
 
+    /* a shared price list: "include pricing.conf;" inside the block */
+    if (value[0].len == 7 && ngx_strncmp(value[0].data, "include", 7) == 0) {
+
+        if (cf->args->nelts != 2) {
+            goto invalid_args;
+        }
+
+        return ngx_conf_include(cf, dummy, conf);
+    }
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "unknown directive \"%V\" in conductor_provider",
                        &value[0]);
