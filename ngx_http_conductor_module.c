@@ -64,6 +64,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       offsetof(ngx_http_conductor_main_conf_t, builtin_models),
       NULL },
 
+    { ngx_string("conductor_breaker"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_breaker_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_strategy"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_conductor_strategy,
@@ -223,6 +230,8 @@ ngx_http_conductor_create_main_conf(ngx_conf_t *cf)
     }
 
     cmcf->builtin_models = NGX_CONF_UNSET;
+    cmcf->breaker_failures = NGX_CONF_UNSET_UINT;
+    cmcf->breaker_timeout = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -236,6 +245,8 @@ ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_str_t  name = ngx_string("conductor");
 
     ngx_conf_init_value(cmcf->builtin_models, 0);
+    ngx_conf_init_uint_value(cmcf->breaker_failures, 5);
+    ngx_conf_init_msec_value(cmcf->breaker_timeout, 30000);
 
     if (cmcf->providers.nelts == 0) {
         return NGX_CONF_OK;

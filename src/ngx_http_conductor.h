@@ -103,6 +103,9 @@ typedef struct {
     ngx_uint_t                        breaker;   /* CLOSED, OPEN, HALF_OPEN */
     uint64_t                          cooldown_until;  /* epoch ms */
     uint64_t                          disabled;  /* 401/403 seen: epoch ms */
+    ngx_uint_t                        backoff;   /* 429s in a row */
+    ngx_uint_t                        unhealthy; /* health check: provider */
+    uint64_t                          health_next;  /* epoch ms */
 
     /* requests and tokens per minute, hour and day (rpm tpm rph ...) */
     ngx_http_conductor_window_t       win[NGX_HTTP_CONDUCTOR_NLIMITS];
@@ -218,6 +221,8 @@ typedef struct {
     ngx_slab_pool_t                  *shpool;
     ngx_flag_t                        builtin_models;
     ngx_uint_t                        nkeys;
+    ngx_uint_t                        breaker_failures;
+    ngx_msec_t                        breaker_timeout;
 } ngx_http_conductor_main_conf_t;
 
 
@@ -267,6 +272,11 @@ typedef struct {
     ngx_http_conductor_cand_t        *winner;    /* the one that answered */
     ngx_uint_t                        attempts;
     ngx_uint_t                        max_attempts;
+    uint64_t                          estimate;  /* tokens, before usage */
+    uint64_t                          reserved;  /* tokens held on cand */
+    time_t                            reserved_at;
+    ngx_msec_t                        retry_after;  /* when all are full */
+    ngx_http_conductor_provider_t    *only;      /* routing.provider */
     ngx_uint_t                        gets;
     ngx_http_conductor_balancer_conf_t  *bcf;
 
@@ -330,6 +340,8 @@ char *ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
     ngx_http_conductor_main_conf_t *cmcf);
 ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
@@ -360,6 +372,9 @@ ngx_int_t ngx_http_conductor_dialect_of_uri(ngx_str_t *uri);
 /* pick */
 ngx_http_conductor_cand_t *ngx_http_conductor_pick(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
+ngx_uint_t ngx_http_conductor_has_room(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+uint64_t ngx_http_conductor_now_ms(void);
 
 /* balancer */
 char *ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd,

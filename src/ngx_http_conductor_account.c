@@ -11,6 +11,8 @@
 
 static uint64_t ngx_http_conductor_cost(ngx_http_conductor_usage_t *u,
     ngx_http_conductor_price_t *price);
+static void ngx_http_conductor_reconcile(ngx_http_conductor_node_t *node,
+    ngx_http_conductor_ctx_t *ctx);
 static void ngx_http_conductor_add_totals(ngx_http_conductor_node_t *node,
     ngx_http_conductor_ctx_t *ctx, ngx_int_t err);
 
@@ -197,6 +199,10 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
         ngx_http_conductor_add_totals(key, ctx, NGX_ERROR);
     }
 
+    if (ctx->reserved && ctx->cand) {
+        ngx_http_conductor_reconcile(ctx->cand->key->node, ctx);
+    }
+
     ngx_http_conductor_add_totals(provider, ctx, err);
 
     if (model) {
@@ -206,6 +212,38 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
     ngx_http_conductor_shm_unlock(cmcf);
 
     return NGX_OK;
+}
+
+
+/* the tokens windows get the real usage in place of the estimate */
+
+static void
+ngx_http_conductor_reconcile(ngx_http_conductor_node_t *node,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    time_t      now;
+    uint64_t    used;
+    ngx_uint_t  i;
+
+    now = ngx_time();
+    used = ctx->final.found ? (uint64_t) ctx->final.total : 0;
+
+    for (i = 1; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+
+        if (used > ctx->reserved) {
+            ngx_http_conductor_window_add(&node->win[i],
+                                          ngx_http_conductor_periods[i], now,
+                                          used - ctx->reserved);
+
+        } else {
+            ngx_http_conductor_window_sub(&node->win[i],
+                                          ngx_http_conductor_periods[i], now,
+                                          ctx->reserved_at,
+                                          ctx->reserved - used);
+        }
+    }
+
+    ctx->reserved = 0;
 }
 
 

@@ -16,6 +16,14 @@
 
 
 typedef struct {
+    ngx_msec_t                           retry_after;
+    int64_t                              remaining_requests;
+    int64_t                              remaining_tokens;
+    uint64_t                             exhausted_until;  /* epoch ms */
+} ngx_http_conductor_limits_t;
+
+
+typedef struct {
     ngx_http_conductor_balancer_conf_t  *conf;
     ngx_queue_t                          queue;
     ngx_connection_t                    *connection;
@@ -35,7 +43,15 @@ static void ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static ngx_int_t ngx_http_conductor_error_class(ngx_peer_connection_t *pc,
     ngx_uint_t state, ngx_uint_t status);
-static ngx_uint_t ngx_http_conductor_has_next(ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_node_t *node, uint64_t now_ms);
+static void ngx_http_conductor_read_limits(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_conductor_limits_t *lim);
+static ngx_uint_t ngx_http_conductor_header_is(ngx_str_t *key,
+    const char *name);
+static uint64_t ngx_http_conductor_parse_duration(ngx_str_t *v);
+static uint64_t ngx_http_conductor_parse_rfc3339(ngx_str_t *v,
+    uint64_t now_ms);
 static ngx_int_t ngx_http_conductor_add_auth(ngx_http_request_t *r,
     ngx_http_conductor_cand_t *cand);
 static ngx_int_t ngx_http_conductor_cache_get(ngx_peer_connection_t *pc,
@@ -307,7 +323,7 @@ ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc, void *data)
     pc->name = &addr->name;
 
     /* the last candidate's answer, even a 429, is the client's answer */
-    if (!ngx_http_conductor_has_next(ctx)) {
+    if (!ngx_http_conductor_has_room(r, ctx)) {
         pc->tries = 1;
     }
 
@@ -326,11 +342,13 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
     ngx_http_conductor_ctx_t *ctx = data;
 
     ngx_int_t                        err;
-    ngx_msec_t                       ttfb;
-    ngx_uint_t                       status;
+    uint64_t                         now_ms;
+    ngx_msec_t                       ttfb, cooldown;
+    ngx_uint_t                       status, i;
     ngx_http_request_t              *r;
     ngx_http_upstream_state_t       *us;
-    ngx_http_conductor_node_t       *node;
+    ngx_http_conductor_node_t       *kn, *pn;
+    ngx_http_conductor_limits_t      lim;
     ngx_http_conductor_main_conf_t  *cmcf;
 
     r = ctx->request;
@@ -346,39 +364,101 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
 
     err = ngx_http_conductor_error_class(pc, state, status);
 
+    ngx_http_conductor_read_limits(r, status, &lim);
+
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
-    node = ctx->cand->key->node;
+    kn = ctx->cand->key->node;
+    pn = ctx->cand->provider->node;
+    now_ms = ngx_http_conductor_now_ms();
 
     ngx_http_conductor_shm_lock(cmcf);
 
     if (ctx->inflight) {
-        node->inflight--;
+        kn->inflight--;
         ctx->inflight = 0;
     }
 
+    if (lim.remaining_requests >= 0) {
+        kn->remaining_requests = lim.remaining_requests;
+    }
+
+    if (lim.remaining_tokens >= 0) {
+        kn->remaining_tokens = lim.remaining_tokens;
+    }
+
+    /* the provider says the key is spent until its reset */
+    if (lim.exhausted_until > kn->cooldown_until) {
+        kn->cooldown_until = lim.exhausted_until;
+    }
+
     if (err == NGX_DECLINED) {
-        node->failures = 0;
-        node->responses++;
+        kn->failures = 0;
+        kn->backoff = 0;
+        kn->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
+        pn->failures = 0;
+        pn->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
+        kn->responses++;
 
         ttfb = (us && us->header_time != (ngx_msec_t) -1) ? us->header_time
                                                             : 0;
-        node->ttfb_sum += ttfb;
+        kn->ttfb_sum += ttfb;
 
         /* an EWMA of 1/5: recent answers count, one slow answer does not
          * decide alone; 0 stays "never measured" */
         ttfb = ttfb ? ttfb : 1;
-        node->ttfb_ewma = node->ttfb_ewma ? (node->ttfb_ewma * 4 + ttfb) / 5
-                                          : ttfb;
+        kn->ttfb_ewma = kn->ttfb_ewma ? (kn->ttfb_ewma * 4 + ttfb) / 5 : ttfb;
 
     } else {
-        node->errors[err]++;
+        kn->errors[err]++;
 
-        if (err != NGX_HTTP_CONDUCTOR_ERR_4XX) {
-            node->failures++;
+        /* no tokens were used: the attempt's estimate is given back */
+        for (i = 1; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+            ngx_http_conductor_window_sub(&kn->win[i],
+                                          ngx_http_conductor_periods[i],
+                                          ngx_time(), ctx->reserved_at,
+                                          ctx->reserved);
+        }
+
+        ctx->reserved = 0;
+
+        if (status == NGX_HTTP_TOO_MANY_REQUESTS
+            || (status == NGX_HTTP_SERVICE_UNAVAILABLE && lim.retry_after))
+        {
+            /* told when: Retry-After and its kin; else backing off */
+            cooldown = lim.retry_after;
+
+            if (cooldown == 0) {
+                cooldown = 1000 << ngx_min(kn->backoff, 6);
+                kn->backoff++;
+            }
+
+            kn->cooldown_until = ngx_max(kn->cooldown_until,
+                                         now_ms + cooldown);
+
+        } else if (status == NGX_HTTP_UNAUTHORIZED
+                   || status == NGX_HTTP_FORBIDDEN)
+        {
+            kn->disabled = now_ms;
+
+        } else if (err != NGX_HTTP_CONDUCTOR_ERR_4XX) {
+            ngx_http_conductor_breaker(cmcf, kn, now_ms);
+
+            if (err != NGX_HTTP_CONDUCTOR_ERR_5XX) {
+                /* an unreachable provider fails every one of its keys */
+                ngx_http_conductor_breaker(cmcf, pn, now_ms);
+            }
         }
     }
 
     ngx_http_conductor_shm_unlock(cmcf);
+
+    if (status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN) {
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "conductor: key \"%V\" of provider \"%V\" answered "
+                      "%ui: disabled until the configuration is reloaded",
+                      &ctx->cand->key->name, &ctx->cand->provider->name,
+                      status);
+    }
 
     if (!(state & NGX_PEER_FAILED)) {
         ctx->winner = ctx->cand;
@@ -387,6 +467,283 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
     ngx_http_conductor_cache_put(pc, ctx, state);
 
     pc->tries--;
+}
+
+
+/* consecutive failures open the breaker; a failed probe opens it again */
+
+static void
+ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_node_t *node, uint64_t now_ms)
+{
+    node->failures++;
+
+    if (node->breaker == NGX_HTTP_CONDUCTOR_HALF_OPEN
+        || node->failures >= cmcf->breaker_failures)
+    {
+        node->breaker = NGX_HTTP_CONDUCTOR_OPEN;
+        node->cooldown_until = ngx_max(node->cooldown_until,
+                                       now_ms + cmcf->breaker_timeout);
+    }
+}
+
+
+/*
+ * What the provider's headers say of the key's limits: Retry-After
+ * (seconds or a date), retry-after-ms, x-ratelimit-remaining-* and
+ * x-ratelimit-reset-* (OpenAI's "6m0s"), anthropic-ratelimit-*-remaining
+ * and anthropic-ratelimit-*-reset (RFC 3339).
+ */
+
+static void
+ngx_http_conductor_read_limits(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_conductor_limits_t *lim)
+{
+    time_t            t;
+    int64_t           n;
+    uint64_t          now_ms, reset, reset_req, reset_tok;
+    ngx_str_t        *k, *v;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    lim->retry_after = 0;
+    lim->remaining_requests = -1;
+    lim->remaining_tokens = -1;
+    lim->exhausted_until = 0;
+
+    if (r->upstream == NULL) {
+        return;
+    }
+
+    now_ms = ngx_http_conductor_now_ms();
+    reset_req = 0;
+    reset_tok = 0;
+
+    part = &r->upstream->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        k = &h[i].key;
+        v = &h[i].value;
+
+        if (ngx_http_conductor_header_is(k, "retry-after")) {
+            n = ngx_atoi(v->data, v->len);
+
+            if (n != NGX_ERROR) {
+                lim->retry_after = ngx_max(lim->retry_after,
+                                           (ngx_msec_t) n * 1000);
+
+            } else {
+                t = ngx_parse_http_time(v->data, v->len);
+
+                if (t != NGX_ERROR && (uint64_t) t * 1000 > now_ms) {
+                    lim->retry_after = ngx_max(lim->retry_after,
+                                           (ngx_msec_t) (t * 1000 - now_ms));
+                }
+            }
+
+        } else if (ngx_http_conductor_header_is(k, "retry-after-ms")) {
+            n = ngx_atoi(v->data, v->len);
+
+            if (n != NGX_ERROR) {
+                lim->retry_after = ngx_max(lim->retry_after, (ngx_msec_t) n);
+            }
+
+        } else if (ngx_http_conductor_header_is(k,
+                                        "x-ratelimit-remaining-requests")
+                   || ngx_http_conductor_header_is(k,
+                                   "anthropic-ratelimit-requests-remaining"))
+        {
+            lim->remaining_requests = ngx_atoi(v->data, v->len);
+
+        } else if (ngx_http_conductor_header_is(k,
+                                        "x-ratelimit-remaining-tokens")
+                   || ngx_http_conductor_header_is(k,
+                                     "anthropic-ratelimit-tokens-remaining"))
+        {
+            lim->remaining_tokens = ngx_atoi(v->data, v->len);
+
+        } else if (ngx_http_conductor_header_is(k,
+                                             "x-ratelimit-reset-requests"))
+        {
+            reset_req = ngx_http_conductor_parse_duration(v);
+
+        } else if (ngx_http_conductor_header_is(k,
+                                               "x-ratelimit-reset-tokens"))
+        {
+            reset_tok = ngx_http_conductor_parse_duration(v);
+
+        } else if (ngx_http_conductor_header_is(k,
+                                       "anthropic-ratelimit-requests-reset"))
+        {
+            reset_req = ngx_http_conductor_parse_rfc3339(v, now_ms);
+
+        } else if (ngx_http_conductor_header_is(k,
+                                         "anthropic-ratelimit-tokens-reset"))
+        {
+            reset_tok = ngx_http_conductor_parse_rfc3339(v, now_ms);
+        }
+    }
+
+    if (lim->remaining_requests == NGX_ERROR) {
+        lim->remaining_requests = -1;
+    }
+
+    if (lim->remaining_tokens == NGX_ERROR) {
+        lim->remaining_tokens = -1;
+    }
+
+    /* a 429 without Retry-After waits for the limit it hit to reset */
+    reset = 0;
+
+    if (lim->remaining_requests == 0 || status == NGX_HTTP_TOO_MANY_REQUESTS)
+    {
+        reset = reset_req;
+    }
+
+    if (lim->remaining_tokens == 0 || status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        reset = ngx_max(reset, reset_tok);
+    }
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS && lim->retry_after == 0) {
+        lim->retry_after = (ngx_msec_t) reset;
+
+    } else if (reset && (lim->remaining_requests == 0
+                         || lim->remaining_tokens == 0))
+    {
+        lim->exhausted_until = now_ms + reset;
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_conductor_header_is(ngx_str_t *key, const char *name)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    return key->len == len
+           && ngx_strncasecmp(key->data, (u_char *) name, len) == 0;
+}
+
+
+/* OpenAI's reset durations: "6m0s", "1s", "20ms", "0.5s", "1h2m3.5s" */
+
+static uint64_t
+ngx_http_conductor_parse_duration(ngx_str_t *v)
+{
+    u_char    *p, *last;
+    uint64_t   ms, n, frac, scale;
+
+    ms = 0;
+    p = v->data;
+    last = p + v->len;
+
+    while (p < last) {
+        n = 0;
+        frac = 0;
+        scale = 1;
+
+        if (*p < '0' || *p > '9') {
+            return 0;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9' && n < 1000000) {
+            n = n * 10 + (*p++ - '0');
+        }
+
+        if (p < last && *p == '.') {
+            for (p++; p < last && *p >= '0' && *p <= '9'; p++) {
+                if (scale < 1000) {
+                    frac = frac * 10 + (*p - '0');
+                    scale *= 10;
+                }
+            }
+        }
+
+        if (last - p >= 2 && p[0] == 'm' && p[1] == 's') {
+            ms += n;
+            p += 2;
+
+        } else if (p < last && *p == 'h') {
+            ms += n * 3600000 + frac * 3600000 / scale;
+            p++;
+
+        } else if (p < last && *p == 'm') {
+            ms += n * 60000 + frac * 60000 / scale;
+            p++;
+
+        } else if (p < last && *p == 's') {
+            ms += n * 1000 + frac * 1000 / scale;
+            p++;
+
+        } else {
+            return 0;
+        }
+    }
+
+    return ms;
+}
+
+
+/* ms from now until an RFC 3339 time, "2026-11-21T20:31:07Z" */
+
+static uint64_t
+ngx_http_conductor_parse_rfc3339(ngx_str_t *v, uint64_t now_ms)
+{
+    u_char     *p;
+    time_t      t;
+    struct tm   tm;
+    ngx_uint_t  i;
+    ngx_int_t   f[6];
+    static ngx_uint_t  len[6] = { 4, 2, 2, 2, 2, 2 };
+
+    p = v->data;
+
+    if (v->len < 20) {
+        return 0;
+    }
+
+    for (i = 0; i < 6; i++) {
+        f[i] = ngx_atoi(p, len[i]);
+
+        if (f[i] == NGX_ERROR) {
+            return 0;
+        }
+
+        p += len[i] + 1;
+    }
+
+    ngx_memzero(&tm, sizeof(struct tm));
+
+    tm.tm_year = f[0] - 1900;
+    tm.tm_mon = f[1] - 1;
+    tm.tm_mday = f[2];
+    tm.tm_hour = f[3];
+    tm.tm_min = f[4];
+    tm.tm_sec = f[5];
+
+    /* the APIs send UTC ("Z"); fractions of a second are left out */
+    t = timegm(&tm);
+
+    if ((uint64_t) t * 1000 <= now_ms) {
+        return 0;
+    }
+
+    return (uint64_t) t * 1000 - now_ms;
 }
 
 
@@ -478,25 +835,6 @@ ngx_http_conductor_add_auth(ngx_http_request_t *r,
     cl->buf = nb;
 
     return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_http_conductor_has_next(ngx_http_conductor_ctx_t *ctx)
-{
-    ngx_uint_t  i;
-
-    if (ctx->attempts >= ctx->max_attempts) {
-        return 0;
-    }
-
-    for (i = 0; i < ctx->ncands; i++) {
-        if (!(ctx->tried & ((uint64_t) 1 << i))) {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 

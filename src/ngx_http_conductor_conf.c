@@ -963,6 +963,71 @@ ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* conductor_breaker failures=N timeout=TIME */
+
+char *
+ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_conductor_main_conf_t *cmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+    ngx_msec_t   t;
+
+    if (cmcf->breaker_failures != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len > 9
+            && ngx_strncmp(value[i].data, "failures=", 9) == 0)
+        {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            cmcf->breaker_failures = n;
+            continue;
+        }
+
+        if (value[i].len > 8 && ngx_strncmp(value[i].data, "timeout=", 8) == 0)
+        {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            cmcf->breaker_timeout = t;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (cmcf->breaker_failures == NGX_CONF_UNSET_UINT) {
+        cmcf->breaker_failures = 5;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\": expected failures=N or "
+                       "timeout=TIME", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
 ngx_http_conductor_provider_t *
 ngx_http_conductor_find_provider(ngx_http_conductor_main_conf_t *cmcf,
     ngx_str_t *name)

@@ -343,6 +343,25 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
     ngx_http_clear_last_modified(r);
     ngx_http_clear_etag(r);
 
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS && ctx->retry_after) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* whole seconds, rounded up: never earlier than the room */
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = p;
+        h->value.len = ngx_sprintf(p, "%M",
+                                   (ctx->retry_after + 999) / 1000) - p;
+    }
+
     if (status == NGX_HTTP_NOT_ALLOWED) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {

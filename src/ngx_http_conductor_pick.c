@@ -1,41 +1,60 @@
 
 /*
- * Picking a candidate: the lowest priority tier that still has an eligible
- * candidate, then the strategy inside that tier.  Runs under the zone lock
- * and counts the pick in the same critical section, so concurrent requests
- * in every worker see each other's reservations.
+ * Picking a candidate: the lowest priority tier that still has a candidate
+ * with room, then the strategy inside that tier.  Runs under the zone lock
+ * and reserves the request and its estimated tokens in the same critical
+ * section, so N concurrent requests in any worker cannot all pass a limit
+ * that has room for one.
  */
 
 
 #include "ngx_http_conductor.h"
 
 
-static ngx_uint_t ngx_http_conductor_eligible(ngx_http_conductor_ctx_t *ctx,
-    ngx_http_conductor_cand_t *c);
+#define NGX_HTTP_CONDUCTOR_NEVER     ((ngx_msec_t) -1)
+#define NGX_HTTP_CONDUCTOR_POLL      50     /* ms: room freed by others */
+
+
+static ngx_msec_t ngx_http_conductor_wait(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, uint64_t now_ms, time_t now);
+static ngx_msec_t ngx_http_conductor_window_wait(
+    ngx_http_conductor_window_t *w, time_t period, time_t now,
+    uint64_t limit, uint64_t need);
+static ngx_http_conductor_cand_t *ngx_http_conductor_choose(
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t **el,
+    ngx_uint_t n);
 static ngx_http_conductor_cand_t *ngx_http_conductor_round_robin(
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t **el,
     ngx_uint_t n);
 static ngx_http_conductor_cand_t *ngx_http_conductor_weighted(
     ngx_http_conductor_cand_t **el, ngx_uint_t n, ngx_uint_t r);
-static uint64_t ngx_http_conductor_cost_of(ngx_http_conductor_cand_t *c);
+static uint64_t ngx_http_conductor_score(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, time_t now);
 
 
 ngx_http_conductor_cand_t *
 ngx_http_conductor_pick(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx)
 {
-    uint64_t                         best, v;
+    time_t                           now;
+    uint64_t                         now_ms;
     ngx_uint_t                       i, n, tier, found;
+    ngx_msec_t                       wait, min_wait;
     ngx_http_conductor_cand_t       *c, *pick;
+    ngx_http_conductor_node_t       *node;
     ngx_http_conductor_main_conf_t  *cmcf;
     ngx_http_conductor_cand_t       *el[NGX_HTTP_CONDUCTOR_MAX_CANDS];
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
 
-    ngx_http_conductor_shm_lock(cmcf);
+    now = ngx_time();
+    now_ms = ngx_http_conductor_now_ms();
 
     found = 0;
     tier = 0;
     n = 0;
+    min_wait = NGX_HTTP_CONDUCTOR_NEVER;
+
+    ngx_http_conductor_shm_lock(cmcf);
 
     for (i = 0; i < ctx->ncands; i++) {
         c = &ctx->cands[i];
@@ -44,7 +63,10 @@ ngx_http_conductor_pick(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx)
             break;
         }
 
-        if (!ngx_http_conductor_eligible(ctx, c)) {
+        wait = ngx_http_conductor_wait(ctx, c, now_ms, now);
+
+        if (wait) {
+            min_wait = ngx_min(min_wait, wait);
             continue;
         }
 
@@ -55,121 +77,302 @@ ngx_http_conductor_pick(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx)
 
     if (n == 0) {
         ngx_http_conductor_shm_unlock(cmcf);
+
+        /* when the earliest candidate frees up: Retry-After, queue wait */
+        ctx->retry_after = min_wait;
         return NULL;
     }
 
-    pick = el[0];
+    pick = ngx_http_conductor_choose(ctx, el, n);
 
-    switch (ctx->strategy) {
+    node = pick->key->node;
 
-    case NGX_HTTP_CONDUCTOR_ROUND_ROBIN:
-        pick = ngx_http_conductor_round_robin(ctx, el, n);
-        break;
-
-    case NGX_HTTP_CONDUCTOR_WEIGHTED:
-        pick = ngx_http_conductor_weighted(el, n, ctx->model->node->rr++);
-        break;
-
-    case NGX_HTTP_CONDUCTOR_RANDOM:
-        pick = ngx_http_conductor_weighted(el, n, (ngx_uint_t) ngx_random());
-        break;
-
-    case NGX_HTTP_CONDUCTOR_LEAST_LOADED:
-        best = (uint64_t) -1;
-
-        for (i = 0; i < n; i++) {
-            v = el[i]->key->node->inflight;
-
-            if (el[i]->key->max_inflight) {
-                /* share of the key's own concurrency that is in use */
-                v = v * 1000 / el[i]->key->max_inflight;
-
-            } else {
-                v *= 1000;
-            }
-
-            if (v < best) {
-                best = v;
-                pick = el[i];
-            }
-        }
-
-        break;
-
-    case NGX_HTTP_CONDUCTOR_LEAST_USED:
-        best = (uint64_t) -1;
-
-        for (i = 0; i < n; i++) {
-            if (el[i]->key->node->requests < best) {
-                best = el[i]->key->node->requests;
-                pick = el[i];
-            }
-        }
-
-        break;
-
-    case NGX_HTTP_CONDUCTOR_LEAST_LATENCY:
-        best = (uint64_t) -1;
-
-        /* an unmeasured key (0) is tried first, so every key gets measured */
-        for (i = 0; i < n; i++) {
-            if (el[i]->key->node->ttfb_ewma < best) {
-                best = el[i]->key->node->ttfb_ewma;
-                pick = el[i];
-            }
-        }
-
-        break;
-
-    case NGX_HTTP_CONDUCTOR_LEAST_COST:
-        best = (uint64_t) -1;
-
-        for (i = 0; i < n; i++) {
-            v = ngx_http_conductor_cost_of(el[i]);
-
-            if (v < best) {
-                best = v;
-                pick = el[i];
-            }
-        }
-
-        break;
-
-    default: /* sequential, simple, priority: the first with room */
-        break;
+    if (node->breaker == NGX_HTTP_CONDUCTOR_OPEN) {
+        /* its cooldown is over: this request is the half-open probe */
+        node->breaker = NGX_HTTP_CONDUCTOR_HALF_OPEN;
     }
 
-    ctx->tried |= (uint64_t) 1 << pick->index;
+    node->inflight++;
+    node->requests++;
 
-    pick->key->node->inflight++;
-    pick->key->node->requests++;
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+        ngx_http_conductor_window_add(&node->win[i],
+                                      ngx_http_conductor_periods[i], now, 1);
+        ngx_http_conductor_window_add(&node->win[i + 1],
+                                      ngx_http_conductor_periods[i + 1], now,
+                                      ctx->estimate);
+    }
 
     ngx_http_conductor_shm_unlock(cmcf);
 
+    ctx->tried |= (uint64_t) 1 << pick->index;
     ctx->inflight = 1;
+    ctx->reserved = ctx->estimate;
+    ctx->reserved_at = now;
     ctx->attempts++;
 
     return pick;
 }
 
 
-static ngx_uint_t
-ngx_http_conductor_eligible(ngx_http_conductor_ctx_t *ctx,
-    ngx_http_conductor_cand_t *c)
+/* whether another attempt could be made now: nothing is reserved */
+
+ngx_uint_t
+ngx_http_conductor_has_room(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
 {
-    ngx_http_conductor_node_t  *node;
+    time_t                           now;
+    uint64_t                         now_ms;
+    ngx_uint_t                       i, room;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    if (ctx->attempts >= ctx->max_attempts) {
+        return 0;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    now = ngx_time();
+    now_ms = ngx_http_conductor_now_ms();
+    room = 0;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    for (i = 0; i < ctx->ncands && !room; i++) {
+        room = (ngx_http_conductor_wait(ctx, &ctx->cands[i], now_ms, now)
+                == 0);
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    return room;
+}
+
+
+/*
+ * 0 when the candidate can take the request now, else the time in ms
+ * until it might (NEVER: not for this request).
+ */
+
+static ngx_msec_t
+ngx_http_conductor_wait(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, uint64_t now_ms, time_t now)
+{
+    uint64_t                    need, until;
+    ngx_uint_t                  i;
+    ngx_msec_t                  wait, w;
+    ngx_http_conductor_key_t   *key;
+    ngx_http_conductor_node_t  *kn, *pn;
 
     if (ctx->tried & ((uint64_t) 1 << c->index)) {
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    if (ctx->only && c->provider != ctx->only) {
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    key = c->key;
+    kn = key->node;
+    pn = c->provider->node;
+
+    if (kn->disabled) {
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    if (pn->unhealthy) {
+        return ngx_max(pn->health_next, now_ms + 1) - now_ms;
+    }
+
+    wait = 0;
+
+    until = ngx_max(kn->cooldown_until, pn->cooldown_until);
+
+    if (until > now_ms) {
+        wait = until - now_ms;
+    }
+
+    if (kn->breaker == NGX_HTTP_CONDUCTOR_HALF_OPEN
+        || pn->breaker == NGX_HTTP_CONDUCTOR_HALF_OPEN)
+    {
+        /* one probe at a time */
+        wait = ngx_max(wait, NGX_HTTP_CONDUCTOR_POLL);
+    }
+
+    if (key->max_inflight && kn->inflight >= key->max_inflight) {
+        wait = ngx_max(wait, NGX_HTTP_CONDUCTOR_POLL);
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+
+        if (key->limit[i] == 0) {
+            continue;
+        }
+
+        /* a token estimate is capped at the limit: a request that fits
+         * an empty key is never refused by its own estimate */
+        need = (i & 1) ? ngx_min(ctx->estimate, key->limit[i]) : 1;
+
+        w = ngx_http_conductor_window_wait(&kn->win[i],
+                                           ngx_http_conductor_periods[i],
+                                           now, key->limit[i], need);
+        wait = ngx_max(wait, w);
+    }
+
+    return wait;
+}
+
+
+/*
+ * How long until prev * (W - elapsed) / W + cur + need <= limit, with the
+ * buckets of a sliding window; 0 when it already holds.
+ */
+
+static ngx_msec_t
+ngx_http_conductor_window_wait(ngx_http_conductor_window_t *w, time_t period,
+    time_t now, uint64_t limit, uint64_t need)
+{
+    time_t    start, elapsed, at;
+    uint64_t  prev, cur;
+
+    start = now - now % period;
+    elapsed = now - start;
+
+    if (w->start == start) {
+        prev = w->prev;
+        cur = w->cur;
+
+    } else if (w->start == start - period) {
+        prev = w->cur;
+        cur = 0;
+
+    } else {
         return 0;
     }
 
-    node = c->key->node;
-
-    if (c->key->max_inflight && node->inflight >= c->key->max_inflight) {
+    if (prev * (period - elapsed) / period + cur + need <= limit) {
         return 0;
     }
 
-    return 1;
+    if (cur + need > limit) {
+        /* not before the next bucket, where cur becomes prev */
+        if (need > limit || cur == 0) {
+            return (period - elapsed) * 1000;
+        }
+
+        at = period + (time_t) (period * (cur + need - limit) / cur);
+
+    } else {
+        at = (time_t) (period * (prev + cur + need - limit) / prev);
+    }
+
+    return (ngx_max(at, elapsed + 1) - elapsed) * 1000;
+}
+
+
+static ngx_http_conductor_cand_t *
+ngx_http_conductor_choose(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t **el, ngx_uint_t n)
+{
+    time_t                      now;
+    uint64_t                    best, v;
+    ngx_uint_t                  i;
+    ngx_http_conductor_cand_t  *pick;
+
+    switch (ctx->strategy) {
+
+    case NGX_HTTP_CONDUCTOR_ROUND_ROBIN:
+        return ngx_http_conductor_round_robin(ctx, el, n);
+
+    case NGX_HTTP_CONDUCTOR_WEIGHTED:
+        return ngx_http_conductor_weighted(el, n, ctx->model->node->rr++);
+
+    case NGX_HTTP_CONDUCTOR_RANDOM:
+        return ngx_http_conductor_weighted(el, n, (ngx_uint_t) ngx_random());
+
+    case NGX_HTTP_CONDUCTOR_LEAST_LOADED:
+    case NGX_HTTP_CONDUCTOR_LEAST_USED:
+    case NGX_HTTP_CONDUCTOR_LEAST_LATENCY:
+    case NGX_HTTP_CONDUCTOR_LEAST_COST:
+        now = ngx_time();
+        best = (uint64_t) -1;
+        pick = el[0];
+
+        for (i = 0; i < n; i++) {
+            v = ngx_http_conductor_score(ctx, el[i], now);
+
+            if (v < best) {
+                best = v;
+                pick = el[i];
+            }
+        }
+
+        return pick;
+
+    default: /* sequential, simple, priority: the first with room */
+        return el[0];
+    }
+}
+
+
+/*
+ * Lower is better.  least_loaded: the largest share of the key's limits
+ * (and concurrency) in use; least_used: requests in the last minute;
+ * least_latency: the time-to-first-byte average, an unmeasured key first
+ * so that every key gets measured; least_cost: the model's list price, an
+ * unpriced one last.
+ */
+
+static uint64_t
+ngx_http_conductor_score(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, time_t now)
+{
+    uint64_t                    used, share, worst;
+    ngx_uint_t                  i;
+    ngx_http_conductor_key_t   *key;
+    ngx_http_conductor_node_t  *node;
+
+    key = c->key;
+    node = key->node;
+
+    switch (ctx->strategy) {
+
+    case NGX_HTTP_CONDUCTOR_LEAST_LOADED:
+        worst = 0;
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+            if (key->limit[i]) {
+                used = ngx_http_conductor_window_value(&node->win[i],
+                                                 ngx_http_conductor_periods[i],
+                                                 now);
+                share = used * 1000000 / key->limit[i];
+                worst = ngx_max(worst, share);
+            }
+        }
+
+        if (key->max_inflight) {
+            share = node->inflight * 1000000 / key->max_inflight;
+            worst = ngx_max(worst, share);
+        }
+
+        /* keys without limits compare by what they carry now */
+        return worst * 1000 + node->inflight;
+
+    case NGX_HTTP_CONDUCTOR_LEAST_USED:
+        return ngx_http_conductor_window_value(
+                   &node->win[NGX_HTTP_CONDUCTOR_RPM],
+                   ngx_http_conductor_periods[NGX_HTTP_CONDUCTOR_RPM], now);
+
+    case NGX_HTTP_CONDUCTOR_LEAST_LATENCY:
+        return node->ttfb_ewma;
+
+    default: /* NGX_HTTP_CONDUCTOR_LEAST_COST */
+        if (c->price == NULL) {
+            return (uint64_t) -1;
+        }
+
+        return c->price->input + c->price->output;
+    }
 }
 
 
@@ -249,14 +452,12 @@ ngx_http_conductor_weighted(ngx_http_conductor_cand_t **el, ngx_uint_t n,
 }
 
 
-/* an unpriced model sorts after every priced one */
-
-static uint64_t
-ngx_http_conductor_cost_of(ngx_http_conductor_cand_t *c)
+uint64_t
+ngx_http_conductor_now_ms(void)
 {
-    if (c->price == NULL) {
-        return (uint64_t) -1;
-    }
+    ngx_time_t  *tp;
 
-    return c->price->input + c->price->output;
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
 }

@@ -22,6 +22,8 @@ static ngx_int_t ngx_http_conductor_read_body(ngx_http_request_t *r,
 static ngx_int_t ngx_http_conductor_stream_options(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_object_t *obj,
     ngx_http_conductor_json_member_t *members);
+static ngx_int_t ngx_http_conductor_routing(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m);
 static ngx_int_t ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx,
     const u_char *from, const u_char *to, const u_char *data, size_t len);
 static ngx_int_t ngx_http_conductor_endpoint_of_uri(ngx_str_t *uri);
@@ -167,7 +169,8 @@ static ngx_int_t
 ngx_http_conductor_route_body(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx)
 {
-    long                               i, last;
+    long                               i, last, routing;
+    int64_t                            max_tokens;
     u_char                            *alias;
     ngx_int_t                          rc;
     ngx_uint_t                         n;
@@ -213,6 +216,8 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
 
     /* every "model" is rewritten; the last one is what JSON parsers take */
     last = -1;
+    routing = -1;
+    max_tokens = 0;
 
     for (i = 0; i < (long) obj.n; i++) {
 
@@ -248,13 +253,32 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
                 return NGX_HTTP_BAD_REQUEST;
             }
 
+            routing = i;
             continue;
         }
 
         if (ngx_http_conductor_json_key_is(&members[i], "stream")) {
             ctx->stream = (members[i].type == NGX_HTTP_CONDUCTOR_JSON_TRUE);
+            continue;
+        }
+
+        if (members[i].type == NGX_HTTP_CONDUCTOR_JSON_NUMBER
+            && (ngx_http_conductor_json_key_is(&members[i], "max_tokens")
+                || ngx_http_conductor_json_key_is(&members[i],
+                                                  "max_completion_tokens")
+                || ngx_http_conductor_json_key_is(&members[i],
+                                                  "max_output_tokens")))
+        {
+            (void) ngx_http_conductor_json_uint(members[i].value,
+                                                members[i].value_len,
+                                                &max_tokens);
         }
     }
+
+    /* what the request may use: four bytes a token in, at most max_tokens
+     * out; the LOG phase puts the real usage in its place */
+    ctx->estimate = (ctx->body_len + 3) / 4
+                    + (uint64_t) ngx_min(max_tokens, (int64_t) 1000000000);
 
     if (last == -1) {
         ctx->error = "\"model\" is required";
@@ -319,6 +343,13 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         ? ctx->ncands : NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS;
     ctx->max_attempts = ngx_min(n, (ngx_uint_t) lcf->retries + 1);
 
+    if (routing != -1 && lcf->allow_override) {
+        rc = ngx_http_conductor_routing(r, ctx, &members[routing]);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     cand = ngx_http_conductor_pick(r, ctx);
 
     if (cand == NULL) {
@@ -331,6 +362,92 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * The request's own "routing" (the Conduit seed): a strategy, a provider,
+ * and whether to fall back at all.  Unknown names are the client's error.
+ */
+
+static ngx_int_t
+ngx_http_conductor_routing(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m)
+{
+    long                               i, len;
+    ngx_str_t                          name;
+    ngx_uint_t                         k;
+    ngx_http_conductor_main_conf_t    *cmcf;
+    ngx_http_conductor_json_object_t   obj;
+    ngx_http_conductor_json_member_t   rm[8];
+    u_char                             buf[64];
+
+    if (m->type != NGX_HTTP_CONDUCTOR_JSON_OBJECT) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_conductor_json_scan_object(m->value, m->value_len, &obj, rm,
+                                            8)
+        != NGX_HTTP_CONDUCTOR_JSON_OK)
+    {
+        ctx->error = "\"routing\" has too many fields";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    for (i = 0; i < (long) obj.n; i++) {
+
+        if (ngx_http_conductor_json_key_is(&rm[i], "fallback_enabled")) {
+            if (rm[i].type == NGX_HTTP_CONDUCTOR_JSON_FALSE) {
+                ctx->max_attempts = 1;
+            }
+
+            continue;
+        }
+
+        if (rm[i].type != NGX_HTTP_CONDUCTOR_JSON_STRING) {
+            continue;
+        }
+
+        len = ngx_http_conductor_json_string_decode(rm[i].value,
+                                                    rm[i].value_len, buf,
+                                                    sizeof(buf));
+        name.data = buf;
+        name.len = len > 0 ? len : 0;
+
+        if (ngx_http_conductor_json_key_is(&rm[i], "strategy")) {
+
+            for (k = 0; ngx_http_conductor_strategy_names[k].len; k++) {
+                if (ngx_http_conductor_strategy_names[k].len == name.len
+                    && ngx_strncmp(ngx_http_conductor_strategy_names[k].data,
+                                   name.data, name.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (ngx_http_conductor_strategy_names[k].len == 0) {
+                ctx->error = "unknown \"routing.strategy\"";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+
+            ctx->strategy = k;
+            continue;
+        }
+
+        if (ngx_http_conductor_json_key_is(&rm[i], "provider")) {
+            cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+            ctx->only = ngx_http_conductor_find_provider(cmcf, &name);
+
+            if (ctx->only == NULL) {
+                ctx->error = "unknown \"routing.provider\"";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+        }
+    }
+
+    return NGX_OK;
 }
 
 

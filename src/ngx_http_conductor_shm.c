@@ -92,6 +92,9 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             if (key[j].node == NULL) {
                 goto nomem;
             }
+
+            /* a new configuration may carry a new secret for the key */
+            key[j].node->disabled = 0;
         }
     }
 

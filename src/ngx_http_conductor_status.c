@@ -1,9 +1,1595 @@
 
+/*
+ * conductor_status: the zone's counters as JSON (the default), Prometheus
+ * text, or a self-refreshing HTML page that renders the JSON.
+ *
+ * Every node is copied under the zone lock and formatted after the lock is
+ * released: a large report, or a slow allocation, never holds up the
+ * workers that pick keys under the same lock.  Only names are reported,
+ * never a key's secret.
+ */
+
+
+#include <jansson.h>
+
 #include "ngx_http_conductor.h"
+
+
+#define NGX_HTTP_CONDUCTOR_VERSION  "0.1.0"
+
+
+#define NGX_HTTP_CONDUCTOR_STATUS_JSON        0
+#define NGX_HTTP_CONDUCTOR_STATUS_PROMETHEUS  1
+#define NGX_HTTP_CONDUCTOR_STATUS_HTML        2
+
+/* what a Prometheus family reports, see ngx_http_conductor_status_values() */
+#define NGX_HTTP_CONDUCTOR_M_REQUESTS   0
+#define NGX_HTTP_CONDUCTOR_M_RESPONSES  1
+#define NGX_HTTP_CONDUCTOR_M_ERRORS     2
+#define NGX_HTTP_CONDUCTOR_M_TOKENS     3
+#define NGX_HTTP_CONDUCTOR_M_COST       4
+#define NGX_HTTP_CONDUCTOR_M_ESTIMATED  5
+#define NGX_HTTP_CONDUCTOR_M_UNPRICED   6
+#define NGX_HTTP_CONDUCTOR_M_INFLIGHT   7
+#define NGX_HTTP_CONDUCTOR_M_TTFB       8
+#define NGX_HTTP_CONDUCTOR_M_REMAINING  9
+#define NGX_HTTP_CONDUCTOR_M_COOLDOWN   10
+#define NGX_HTTP_CONDUCTOR_M_BREAKER    11
+#define NGX_HTTP_CONDUCTOR_M_FAILURES   12
+#define NGX_HTTP_CONDUCTOR_M_DISABLED   13
+
+/* the scopes of the Prometheus families */
+#define NGX_HTTP_CONDUCTOR_S_KEY        0
+#define NGX_HTTP_CONDUCTOR_S_PROVIDER   1
+#define NGX_HTTP_CONDUCTOR_S_MODEL      2
+#define NGX_HTTP_CONDUCTOR_NSCOPES      3
+
+/* how a Prometheus value is printed */
+#define NGX_HTTP_CONDUCTOR_U_COUNT      0
+#define NGX_HTTP_CONDUCTOR_U_MSEC       1   /* ms, printed as seconds */
+#define NGX_HTTP_CONDUCTOR_U_PICO       2   /* pico-USD, printed as USD */
+
+#define NGX_HTTP_CONDUCTOR_NTOKENS      5
+
+/* a sample line past its labels: metric name, one label, a value */
+#define NGX_HTTP_CONDUCTOR_SAMPLE_LEN   160
+
+
+/* one copied node with what it belongs to */
+typedef struct {
+    ngx_str_t                         name;
+    ngx_http_conductor_provider_t    *provider;  /* providers and keys */
+    ngx_http_conductor_key_t         *key;       /* keys only */
+    ngx_http_conductor_model_t       *model;     /* models only */
+    ngx_http_conductor_node_t         node;
+    ngx_str_t                         labels;    /* Prometheus, escaped */
+} ngx_http_conductor_status_item_t;
+
+
+typedef struct {
+    ngx_pool_t                       *pool;
+    time_t                            now;
+    uint64_t                          now_ms;
+
+    /* keys[i] holds the keys of providers[i] in their order */
+    ngx_http_conductor_status_item_t *items[NGX_HTTP_CONDUCTOR_NSCOPES];
+    ngx_uint_t                        nitems[NGX_HTTP_CONDUCTOR_NSCOPES];
+
+    ngx_http_conductor_node_t         totals;    /* over providers */
+} ngx_http_conductor_status_t;
+
+
+typedef struct {
+    const char                       *name;
+    const char                       *type;
+    const char                       *help;
+    ngx_uint_t                        scope;
+    ngx_uint_t                        what;
+} ngx_http_conductor_status_family_t;
+
+
+/* one sample of a family for one item */
+typedef struct {
+    const char                       *label;     /* NULL: none */
+    uint64_t                          value;
+    ngx_uint_t                        unit;
+} ngx_http_conductor_status_value_t;
+
+
+/* the response body as it is written, buffer after buffer */
+typedef struct {
+    ngx_pool_t                       *pool;
+    ngx_chain_t                      *first;
+    ngx_chain_t                     **last;
+    ngx_buf_t                        *buf;
+} ngx_http_conductor_status_out_t;
+
+
+static ngx_int_t ngx_http_conductor_status_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_conductor_status_format(ngx_http_request_t *r);
+static ngx_int_t ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
+    ngx_http_conductor_status_t *st);
+static void ngx_http_conductor_status_copy(ngx_http_conductor_node_t *dst,
+    ngx_http_conductor_node_t *src);
+static void ngx_http_conductor_status_add(ngx_http_conductor_node_t *sum,
+    ngx_http_conductor_node_t *n);
+static ngx_uint_t ngx_http_conductor_status_shown(
+    ngx_http_conductor_node_t *n);
+static void ngx_http_conductor_status_tokens(ngx_http_conductor_node_t *n,
+    uint64_t *tokens);
+static uint64_t ngx_http_conductor_status_cooldown(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_node_t *n);
+
+static ngx_int_t ngx_http_conductor_status_json(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_out_t *out);
+static json_t *ngx_http_conductor_status_json_str(
+    ngx_http_conductor_status_t *st, ngx_str_t *s);
+static json_t *ngx_http_conductor_status_json_totals(json_t *obj,
+    ngx_http_conductor_node_t *n);
+static json_t *ngx_http_conductor_status_json_provider(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *p,
+    ngx_http_conductor_status_item_t *keys);
+static json_t *ngx_http_conductor_status_json_key(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *k);
+static json_t *ngx_http_conductor_status_json_limits(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *k);
+static json_t *ngx_http_conductor_status_json_model(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *m);
+
+static ngx_int_t ngx_http_conductor_status_prometheus(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_out_t *out);
+static ngx_int_t ngx_http_conductor_status_labels(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *it,
+    ngx_uint_t scope);
+static uintptr_t ngx_http_conductor_status_escape(u_char *dst, u_char *src,
+    size_t size);
+static ngx_uint_t ngx_http_conductor_status_values(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *it,
+    ngx_uint_t what, ngx_http_conductor_status_value_t *v);
+
+static ngx_int_t ngx_http_conductor_status_html(
+    ngx_http_conductor_status_out_t *out);
+
+static u_char *ngx_http_conductor_status_room(
+    ngx_http_conductor_status_out_t *out, size_t len);
+static ngx_int_t ngx_http_conductor_status_send(ngx_http_request_t *r,
+    ngx_uint_t format, ngx_chain_t *out);
+
+
+static ngx_str_t  ngx_http_conductor_status_types[] = {
+    ngx_string("application/json"),
+    ngx_string("text/plain; version=0.0.4; charset=utf-8"),
+    ngx_string("text/html; charset=utf-8")
+};
+
+
+static const char  *ngx_http_conductor_status_limit_names[] = {
+    "rpm", "tpm", "rph", "tph", "rpd", "tpd"
+};
+
+
+static const char  *ngx_http_conductor_status_error_names[] = {
+    "4xx", "429", "5xx", "timeout", "connect"
+};
+
+
+static const char  *ngx_http_conductor_status_token_names[] = {
+    "prompt", "completion", "cached", "cache_creation", "reasoning"
+};
+
+
+static const char  *ngx_http_conductor_status_breaker_names[] = {
+    "closed", "open", "half_open"
+};
+
+
+static const char  *ngx_http_conductor_status_scope_names[] = {
+    "key", "provider", "model"
+};
+
+
+/* the name of each family's extra label, by what it reports */
+static const char  *ngx_http_conductor_status_label_names[] = {
+    NULL, NULL, "class", "type", NULL, NULL, NULL,
+    NULL, NULL, "limit", NULL, NULL, NULL, NULL
+};
+
+
+#define ngx_http_conductor_totals_families(scope, noun)                       \
+    { "requests_total", "counter",                                            \
+      "Client requests answered through the " noun ".",                       \
+      scope, NGX_HTTP_CONDUCTOR_M_REQUESTS },                                 \
+    { "responses_total", "counter",                                           \
+      "2xx answers through the " noun ".",                                    \
+      scope, NGX_HTTP_CONDUCTOR_M_RESPONSES },                                \
+    { "errors_total", "counter",                                              \
+      "Failed attempts through the " noun ", by class.",                      \
+      scope, NGX_HTTP_CONDUCTOR_M_ERRORS },                                   \
+    { "tokens_total", "counter",                                              \
+      "Tokens counted through the " noun ", by type.",                        \
+      scope, NGX_HTTP_CONDUCTOR_M_TOKENS },                                   \
+    { "cost_usd_total", "counter",                                            \
+      "Cost in USD through the " noun ".",                                    \
+      scope, NGX_HTTP_CONDUCTOR_M_COST },                                     \
+    { "estimated_total", "counter",                                           \
+      "Answers through the " noun " whose usage was estimated.",              \
+      scope, NGX_HTTP_CONDUCTOR_M_ESTIMATED },                                \
+    { "unpriced_total", "counter",                                            \
+      "Answers through the " noun " without a price.",                        \
+      scope, NGX_HTTP_CONDUCTOR_M_UNPRICED }
+
+
+static ngx_http_conductor_status_family_t  ngx_http_conductor_status_families[]
+    = {
+
+    { "requests_total", "counter",
+      "Attempts sent with the key.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_REQUESTS },
+    { "responses_total", "counter",
+      "2xx answers to attempts sent with the key.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_RESPONSES },
+    { "errors_total", "counter",
+      "Failed attempts with the key, by class.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_ERRORS },
+    { "tokens_total", "counter",
+      "Tokens used with the key, by type.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_TOKENS },
+    { "cost_usd_total", "counter",
+      "Cost in USD of the answers to the key.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_COST },
+    { "estimated_total", "counter",
+      "Answers to the key whose usage was estimated.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_ESTIMATED },
+    { "unpriced_total", "counter",
+      "Answers to the key without a price.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_UNPRICED },
+    { "inflight", "gauge",
+      "Attempts with the key waiting for their answer.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_INFLIGHT },
+    { "ttfb_seconds", "gauge",
+      "Time to first byte of the key's answers (moving average).",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_TTFB },
+    { "limit_remaining", "gauge",
+      "What the key may still send in the window of each configured limit.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_REMAINING },
+    { "cooldown_seconds", "gauge",
+      "Seconds until the key leaves its cooldown (0: none).",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_COOLDOWN },
+    { "breaker_state", "gauge",
+      "Circuit breaker of the key: 0 closed, 1 open, 2 half open.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_BREAKER },
+    { "consecutive_failures", "gauge",
+      "Failed attempts with the key since its last success.",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_FAILURES },
+    { "disabled", "gauge",
+      "1 when the provider refused the key (401 or 403).",
+      NGX_HTTP_CONDUCTOR_S_KEY, NGX_HTTP_CONDUCTOR_M_DISABLED },
+
+    ngx_http_conductor_totals_families(NGX_HTTP_CONDUCTOR_S_PROVIDER,
+                                       "provider"),
+    ngx_http_conductor_totals_families(NGX_HTTP_CONDUCTOR_S_MODEL,
+                                       "model alias")
+};
+
+
+/* the page renders ?format=json of its own path: one file, no asset */
+
+static u_char  ngx_http_conductor_status_page[] =
+    "<!DOCTYPE html>\n"
+    "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
+    "<title>conductor status</title>\n"
+    "<style>\n"
+    ":root{--ink:#1c2230;--mute:#687086;--line:#e3e6ec;--req:#3b6fd8;\n"
+    "--tok:#1f9d74;--usd:#c07a1c;--bad:#c23b30}\n"
+    "*{box-sizing:border-box}\n"
+    "body{margin:0;background:#f4f5f8;color:var(--ink);\n"
+    "font:13px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}\n"
+    "header{display:flex;align-items:baseline;gap:14px;padding:14px 24px;\n"
+    "background:var(--ink);color:#fff}\n"
+    "h1{margin:0;font-size:17px;font-weight:600}\n"
+    "#meta{color:#a9b1c4;font-size:12px}\n"
+    "main{padding:18px 24px 32px}\n"
+    "#cards{display:grid;grid-template-columns:repeat(5,1fr);gap:12px}\n"
+    ".card{background:#fff;border:1px solid var(--line);border-radius:8px;\n"
+    "padding:10px 14px}\n"
+    ".card small,h2,th{color:var(--mute);font-size:11px;\n"
+    "text-transform:uppercase;letter-spacing:.05em}\n"
+    ".card b{display:block;font-size:21px;font-weight:600}\n"
+    ".card b.err{color:var(--bad)}\n"
+    "h2{margin:22px 0 8px;font-size:12px}\n"
+    "table{width:100%;border-collapse:collapse;background:#fff;\n"
+    "border:1px solid var(--line)}\n"
+    "th,td{padding:6px 10px;border-bottom:1px solid var(--line);\n"
+    "text-align:left;white-space:nowrap}\n"
+    "th{background:#fafbfc;font-weight:600}\n"
+    ".n{text-align:right;font-variant-numeric:tabular-nums}\n"
+    ".sub{color:var(--mute);font-size:11px}\n"
+    ".bar{position:relative;width:120px;height:18px;background:#eef0f4;\n"
+    "border-radius:3px;overflow:hidden;font-variant-numeric:tabular-nums}\n"
+    ".bar i{position:absolute;left:0;top:0;bottom:0;opacity:.35}\n"
+    ".bar span{position:relative;padding:0 6px;font-size:11px;\n"
+    "line-height:18px}\n"
+    ".lim{display:grid;grid-template-columns:auto auto;gap:3px 6px;\n"
+    "justify-content:start}\n"
+    ".lim .bar{width:max-content;min-width:90px}\n"
+    ".scroll{overflow-x:auto}\n"
+    ".tag{display:inline-block;margin-right:4px;padding:0 7px;\n"
+    "border-radius:9px;font-size:11px;background:#e4f4ec;color:#16704d}\n"
+    ".tag.bad{background:#fbe7e5;color:var(--bad)}\n"
+    ".tag.warn{background:#fcf1d8;color:#85600d}\n"
+    ".err{color:var(--bad)}\n"
+    "</style></head><body>\n"
+    "<header><h1>conductor</h1><span id=\"meta\">loading</span></header>\n"
+    "<main><div id=\"cards\"></div>\n"
+    "<h2>Providers</h2>\n"
+    "<div class=\"scroll\"><table id=\"providers\"></table></div>\n"
+    "<h2>Keys</h2>\n"
+    "<div class=\"scroll\"><table id=\"keys\"></table></div>\n"
+    "<h2>Models</h2>\n"
+    "<div class=\"scroll\"><table id=\"models\"></table></div></main>\n"
+    "<script>\n"
+    "'use strict';\n"
+    "var ERRS = ['4xx', '429', '5xx', 'timeout', 'connect'];\n"
+    "\n"
+    "function el(tag, cls, text) {\n"
+    "  var e = document.createElement(tag);\n"
+    "  if (cls) e.className = cls;\n"
+    "  if (text !== undefined) e.textContent = text;\n"
+    "  return e;\n"
+    "}\n"
+    "function num(n) { return String(n).replace(/\\B(?=(\\d{3})+$)/g, ','); }\n"
+    "function usd(c) { return '$' + c.toFixed(6); }\n"
+    "function sum(a, f) {\n"
+    "  return a.reduce(function (s, x) { return s + f(x); }, 0);\n"
+    "}\n"
+    "function errs(e) {\n"
+    "  var l = ERRS.filter(function (c) { return e[c]; });\n"
+    "  return l.map(function (c) { return c + ' ' + num(e[c]); }).join(', ');\n"
+    "}\n"
+    "function bar(v, max, text, color) {\n"
+    "  var b = el('div', 'bar'), i = b.appendChild(el('i'));\n"
+    "  i.style.width = (max > 0 ? Math.min(100, 100 * v / max) : 0) + '%';\n"
+    "  i.style.background = color;\n"
+    "  b.appendChild(el('span', null, text));\n"
+    "  return b;\n"
+    "}\n"
+    "function share(v, all, text, color) {\n"
+    "  var p = all > 0 ? (100 * v / all).toFixed(1) : '0.0';\n"
+    "  return bar(v, all, text + ' (' + p + '%)', color);\n"
+    "}\n"
+    "function row(attr, name, cells) {\n"
+    "  var tr = el('tr');\n"
+    "  tr.setAttribute(attr, name);\n"
+    "  cells.forEach(function (c) {\n"
+    "    var n = typeof c === 'number' || /^\\$/.test(c),\n"
+    "      td = tr.appendChild(el('td', n ? 'n' : ''));\n"
+    "    if (c instanceof Node) td.appendChild(c);\n"
+    "    else td.textContent = typeof c === 'number' ? num(c) : c;\n"
+    "  });\n"
+    "  return tr;\n"
+    "}\n"
+    "function table(id, head, rows) {\n"
+    "  var t = document.getElementById(id), tr = el('tr');\n"
+    "  head.forEach(function (h) { tr.appendChild(el('th', null, h)); });\n"
+    "  t.replaceChildren(tr);\n"
+    "  rows.forEach(function (r) { t.appendChild(r); });\n"
+    "  if (rows.length) {\n"
+    "    /* a header over numbers is aligned as they are */\n"
+    "    [].forEach.call(rows[0].cells, function (c, i) {\n"
+    "      tr.cells[i].className = c.className;\n"
+    "    });\n"
+    "  } else {\n"
+    "    t.appendChild(el('tr')).appendChild(el('td', 'sub', 'none'))\n"
+    "      .colSpan = head.length;\n"
+    "  }\n"
+    "}\n"
+    "function errCell(e) {\n"
+    "  var t = errs(e);\n"
+    "  return el('span', t ? 'err' : 'sub', t || '0');\n"
+    "}\n"
+    "function shares(list, f) {\n"
+    "  var r = sum(list, function (x) { return f(x).requests; }),\n"
+    "    t = sum(list, function (x) { return f(x).tokens.total; }),\n"
+    "    c = sum(list, function (x) { return f(x).cost_usd; });\n"
+    "  return function (n) {\n"
+    "    return [share(n.requests, r, num(n.requests), 'var(--req)'),\n"
+    "      share(n.tokens.total, t, num(n.tokens.total), 'var(--tok)'),\n"
+    "      share(n.cost_usd, c, usd(n.cost_usd), 'var(--usd)')];\n"
+    "  };\n"
+    "}\n"
+    "function state(k, now) {\n"
+    "  var f = el('span'), b = k.breaker;\n"
+    "  f.appendChild(el('span', 'tag' + (b === 'closed' ? '' : b === 'open'\n"
+    "    ? ' bad' : ' warn'), b.replace('_', ' ')));\n"
+    "  if (k.cooldown_until > now) {\n"
+    "    f.appendChild(el('span', 'tag warn', 'cooldown '\n"
+    "      + Math.ceil((k.cooldown_until - now) / 1000) + ' s'));\n"
+    "  }\n"
+    "  if (k.disabled) f.appendChild(el('span', 'tag bad', 'disabled'));\n"
+    "  return f;\n"
+    "}\n"
+    "function limits(k) {\n"
+    "  var d = el('div', 'lim');\n"
+    "  Object.keys(k.limits).forEach(function (name) {\n"
+    "    var l = k.limits[name], r = l.used / l.limit;\n"
+    "    d.appendChild(bar(l.used, l.limit,\n"
+    "      name + ' ' + num(l.used) + ' / ' + num(l.limit),\n"
+    "      r >= 0.9 ? 'var(--bad)' : r >= 0.7 ? '#e0a11b' : 'var(--tok)'));\n"
+    "  });\n"
+    "  if (!d.firstChild) d.appendChild(el('span', 'sub', 'none'));\n"
+    "  return d;\n"
+    "}\n"
+    "function render(s) {\n"
+    "  var now = s.time * 1000, t = s.totals, keys = [], cards,\n"
+    "    e = sum(ERRS, function (c) { return t.errors[c]; });\n"
+    "  s.providers.forEach(function (p) {\n"
+    "    p.keys.forEach(function (k) { keys.push({p: p.name, k: k}); });\n"
+    "  });\n"
+    "  document.getElementById('meta').textContent = s.module + ' '\n"
+    "    + s.version + ' \\u00b7 nginx ' + s.nginx + ' \\u00b7 '\n"
+    "    + new Date(now).toLocaleTimeString();\n"
+    "  cards = document.getElementById('cards');\n"
+    "  cards.replaceChildren();\n"
+    "  [['Requests', num(t.requests)], ['Responses', num(t.responses)],\n"
+    "  ['Errors', num(e), e ? 'err' : ''],\n"
+    "  ['Tokens', num(t.tokens.total)], ['Cost', usd(t.cost_usd)]\n"
+    "  ].forEach(function (c) {\n"
+    "    var d = cards.appendChild(el('div', 'card'));\n"
+    "    d.appendChild(el('small', null, c[0]));\n"
+    "    d.appendChild(el('b', c[2], c[1]));\n"
+    "  });\n"
+    "  table('providers', ['Provider', 'API', 'Requests', 'Responses',\n"
+    "    'Errors', 'Tokens', 'Cost', 'URL'], s.providers.map(function (p) {\n"
+    "    return row('data-provider', p.name, [p.name, p.api, p.requests,\n"
+    "      p.responses, errCell(p.errors), p.tokens.total, usd(p.cost_usd),\n"
+    "      el('span', 'sub', p.url)]);\n"
+    "  }));\n"
+    "  var ks = shares(keys, function (x) { return x.k; });\n"
+    "  table('keys', ['Key', 'State', 'In flight', 'Requests', 'Tokens',\n"
+    "    'Cost', 'Errors', 'TTFB', 'Limits'], keys.map(function (x) {\n"
+    "    var k = x.k, name = el('span');\n"
+    "    name.appendChild(el('span', 'sub', x.p + ' / '));\n"
+    "    name.appendChild(el('b', null, k.name));\n"
+    "    return row('data-key', x.p + '/' + k.name, [name, state(k, now),\n"
+    "      num(k.inflight) + (k.max_inflight ? ' / ' + k.max_inflight : '')]\n"
+    "      .concat(ks(k), [errCell(k.errors),\n"
+    "      k.ttfb_ms ? k.ttfb_ms + ' ms' : '-', limits(k)]));\n"
+    "  }));\n"
+    "  var ms = shares(s.models, function (m) { return m; });\n"
+    "  table('models', ['Model', 'Targets', 'Requests', 'Tokens', 'Cost',\n"
+    "    'Errors'], s.models.map(function (m) {\n"
+    "    var to = m.targets.map(function (g) {\n"
+    "      return g.provider + ' ' + g.model;\n"
+    "    }).join(', ');\n"
+    "    return row('data-model', m.name, [m.name,\n"
+    "      el('span', 'sub', to || 'any provider')]\n"
+    "      .concat(ms(m), [errCell(m.errors)]));\n"
+    "  }));\n"
+    "}\n"
+    "function refresh() {\n"
+    "  fetch(location.pathname + '?format=json', {cache: 'no-store'})\n"
+    "  .then(function (r) {\n"
+    "    if (!r.ok) throw new Error('HTTP ' + r.status);\n"
+    "    return r.json();\n"
+    "  }).then(render).catch(function (e) {\n"
+    "    document.getElementById('meta').textContent = 'error: ' + e.message;\n"
+    "  }).finally(function () { setTimeout(refresh, 2000); });\n"
+    "}\n"
+    "refresh();\n"
+    "</script></body></html>\n";
 
 
 char *
 ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    return "is not built yet";
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_conductor_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_status_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_uint_t                       format;
+    ngx_http_conductor_status_t      st;
+    ngx_http_conductor_status_out_t  out;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    format = ngx_http_conductor_status_format(r);
+    if (format == NGX_CONF_UNSET_UINT) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    out.pool = r->pool;
+    out.first = NULL;
+    out.last = &out.first;
+    out.buf = NULL;
+
+    switch (format) {
+
+    case NGX_HTTP_CONDUCTOR_STATUS_HTML:
+        rc = ngx_http_conductor_status_html(&out);
+        break;
+
+    default:
+        if (ngx_http_conductor_status_snapshot(r, &st) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = (format == NGX_HTTP_CONDUCTOR_STATUS_JSON)
+             ? ngx_http_conductor_status_json(&st, &out)
+             : ngx_http_conductor_status_prometheus(&st, &out);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_conductor_status_send(r, format, out.first);
+}
+
+
+/*
+ * ?format= decides; else an Accept that asks for text/plain and not for
+ * JSON (what Prometheus sends) gets the exposition format.
+ */
+
+static ngx_uint_t
+ngx_http_conductor_status_format(ngx_http_request_t *r)
+{
+    u_char     *p, *last;
+    ngx_str_t   value;
+
+    if (ngx_http_arg(r, (u_char *) "format", sizeof("format") - 1, &value)
+        == NGX_OK)
+    {
+        if (value.len == 4 && ngx_strncmp(value.data, "json", 4) == 0) {
+            return NGX_HTTP_CONDUCTOR_STATUS_JSON;
+        }
+
+        if (value.len == 10 && ngx_strncmp(value.data, "prometheus", 10) == 0)
+        {
+            return NGX_HTTP_CONDUCTOR_STATUS_PROMETHEUS;
+        }
+
+        if (value.len == 4 && ngx_strncmp(value.data, "html", 4) == 0) {
+            return NGX_HTTP_CONDUCTOR_STATUS_HTML;
+        }
+
+        return NGX_CONF_UNSET_UINT;
+    }
+
+#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
+
+    if (r->headers_in.accept) {
+        p = r->headers_in.accept->value.data;
+        last = p + r->headers_in.accept->value.len;
+
+        if (ngx_strlcasestrn(p, last, (u_char *) "text/plain",
+                             sizeof("text/plain") - 2)
+            && ngx_strlcasestrn(p, last, (u_char *) "application/json",
+                                sizeof("application/json") - 2)
+               == NULL)
+        {
+            return NGX_HTTP_CONDUCTOR_STATUS_PROMETHEUS;
+        }
+    }
+
+#else
+    (void) p;
+    (void) last;
+#endif
+
+    return NGX_HTTP_CONDUCTOR_STATUS_JSON;
+}
+
+
+/*
+ * Copies every node the report shows.  The arrays are allocated before the
+ * lock is taken, so nothing can fail and nothing slow runs while it is held.
+ */
+
+static ngx_int_t
+ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
+    ngx_http_conductor_status_t *st)
+{
+    ngx_uint_t                         i, j, n, nk;
+    ngx_time_t                        *tp;
+    ngx_http_conductor_key_t          *key;
+    ngx_http_conductor_model_t       **m, *model;
+    ngx_http_conductor_provider_t    **p;
+    ngx_http_conductor_main_conf_t    *cmcf;
+    ngx_http_conductor_status_item_t  *it, *k;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    ngx_memzero(st, sizeof(ngx_http_conductor_status_t));
+
+    st->pool = r->pool;
+
+    tp = ngx_timeofday();
+    st->now = tp->sec;
+    st->now_ms = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (cmcf->sh == NULL) {
+        /* no provider, no zone: an empty report */
+        return NGX_OK;
+    }
+
+    p = cmcf->providers.elts;
+    m = cmcf->models.elts;
+
+    nk = 0;
+
+    for (i = 0; i < cmcf->providers.nelts; i++) {
+        nk += p[i]->keys.nelts;
+    }
+
+    st->nitems[NGX_HTTP_CONDUCTOR_S_PROVIDER] = cmcf->providers.nelts;
+    st->nitems[NGX_HTTP_CONDUCTOR_S_KEY] = nk;
+    st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL] = cmcf->models.nelts
+                                             + NGX_HTTP_CONDUCTOR_NDIALECTS;
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NSCOPES; i++) {
+        st->items[i] = ngx_pcalloc(r->pool,
+                                   (st->nitems[i] + 1)
+                                   * sizeof(ngx_http_conductor_status_item_t));
+        if (st->items[i] == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
+    k = st->items[NGX_HTTP_CONDUCTOR_S_KEY];
+
+    for (i = 0; i < cmcf->providers.nelts; i++) {
+        it[i].name = p[i]->name;
+        it[i].provider = p[i];
+
+        key = p[i]->keys.elts;
+
+        for (j = 0; j < p[i]->keys.nelts; j++) {
+            k->name = key[j].name;
+            k->provider = p[i];
+            k->key = &key[j];
+            k++;
+        }
+    }
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_MODEL];
+
+    for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL]; i++) {
+        if (i < cmcf->models.nelts) {
+            it[i].model = m[i];
+            it[i].name = m[i]->name;
+            continue;
+        }
+
+        model = &cmcf->passthrough[i - cmcf->models.nelts];
+        it[i].model = model;
+
+        if (i - cmcf->models.nelts == NGX_HTTP_CONDUCTOR_OPENAI) {
+            ngx_str_set(&it[i].name, "(unknown openai)");
+
+        } else {
+            ngx_str_set(&it[i].name, "(unknown anthropic)");
+        }
+    }
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NSCOPES; i++) {
+        it = st->items[i];
+
+        for (j = 0; j < st->nitems[i]; j++) {
+            ngx_http_conductor_status_copy(&it[j].node,
+                                           it[j].key ? it[j].key->node
+                                           : it[j].model ? it[j].model->node
+                                           : it[j].provider->node);
+        }
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
+
+    for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_PROVIDER]; i++) {
+        ngx_http_conductor_status_add(&st->totals, &it[i].node);
+    }
+
+    /* the pseudo-models of unknown names are shown once they were used */
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_MODEL];
+    n = cmcf->models.nelts;
+
+    for (i = cmcf->models.nelts; i < st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL];
+         i++)
+    {
+        if (ngx_http_conductor_status_shown(&it[i].node)) {
+            it[n++] = it[i];
+        }
+    }
+
+    st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL] = n;
+
+    return NGX_OK;
+}
+
+
+/* the counters only: the name stays in the zone, the conf has it */
+
+static void
+ngx_http_conductor_status_copy(ngx_http_conductor_node_t *dst,
+    ngx_http_conductor_node_t *src)
+{
+    ngx_memcpy(dst, src, offsetof(ngx_http_conductor_node_t, name));
+}
+
+
+static void
+ngx_http_conductor_status_add(ngx_http_conductor_node_t *sum,
+    ngx_http_conductor_node_t *n)
+{
+    ngx_uint_t  i;
+
+    sum->requests += n->requests;
+    sum->responses += n->responses;
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NERRORS; i++) {
+        sum->errors[i] += n->errors[i];
+    }
+
+    sum->prompt_tokens += n->prompt_tokens;
+    sum->completion_tokens += n->completion_tokens;
+    sum->cached_tokens += n->cached_tokens;
+    sum->cache_creation_tokens += n->cache_creation_tokens;
+    sum->reasoning_tokens += n->reasoning_tokens;
+    sum->cost += n->cost;
+    sum->estimated += n->estimated;
+    sum->unpriced += n->unpriced;
+}
+
+
+/* used at all: a pseudo-model whose every attempt failed counts too */
+
+static ngx_uint_t
+ngx_http_conductor_status_shown(ngx_http_conductor_node_t *n)
+{
+    ngx_uint_t  i;
+
+    if (n->requests) {
+        return 1;
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NERRORS; i++) {
+        if (n->errors[i]) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* in the order of ngx_http_conductor_status_token_names */
+
+static void
+ngx_http_conductor_status_tokens(ngx_http_conductor_node_t *n,
+    uint64_t *tokens)
+{
+    tokens[0] = n->prompt_tokens;
+    tokens[1] = n->completion_tokens;
+    tokens[2] = n->cached_tokens;
+    tokens[3] = n->cache_creation_tokens;
+    tokens[4] = n->reasoning_tokens;
+}
+
+
+/* ms left in the key's cooldown, 0 when it has none */
+
+static uint64_t
+ngx_http_conductor_status_cooldown(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_node_t *n)
+{
+    return (n->cooldown_until > st->now_ms) ? n->cooldown_until - st->now_ms
+                                             : 0;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_out_t *out)
+{
+    size_t                             len, flags;
+    u_char                            *p;
+    json_t                            *root, *providers, *models, *obj;
+    ngx_uint_t                         i;
+    ngx_http_conductor_status_item_t  *it, *keys;
+
+    root = json_pack("{s:s, s:s, s:s, s:I}",
+                     "module", "ngx_http_conductor_module",
+                     "version", NGX_HTTP_CONDUCTOR_VERSION,
+                     "nginx", NGINX_VERSION,
+                     "time", (json_int_t) st->now);
+
+    obj = ngx_http_conductor_status_json_totals(json_object(), &st->totals);
+    providers = json_array();
+    models = json_array();
+
+    if (json_object_set_new(root, "totals", obj) != 0
+        || json_object_set_new(root, "providers", providers) != 0
+        || json_object_set_new(root, "models", models) != 0)
+    {
+        goto failed;
+    }
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
+    keys = st->items[NGX_HTTP_CONDUCTOR_S_KEY];
+
+    for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_PROVIDER]; i++) {
+        obj = ngx_http_conductor_status_json_provider(st, &it[i], keys);
+
+        if (json_array_append_new(providers, obj) != 0) {
+            goto failed;
+        }
+
+        keys += it[i].provider->keys.nelts;
+    }
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_MODEL];
+
+    for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL]; i++) {
+        obj = ngx_http_conductor_status_json_model(st, &it[i]);
+
+        if (json_array_append_new(models, obj) != 0) {
+            goto failed;
+        }
+    }
+
+    /* 15 digits print a pico-USD sum as the decimal it is */
+    flags = JSON_COMPACT | JSON_REAL_PRECISION(15);
+
+    len = json_dumpb(root, NULL, 0, flags);
+    if (len == 0) {
+        goto failed;
+    }
+
+    p = ngx_http_conductor_status_room(out, len + 1);
+    if (p == NULL) {
+        goto failed;
+    }
+
+    if (json_dumpb(root, (char *) p, len, flags) != len) {
+        goto failed;
+    }
+
+    p[len] = '\n';
+    out->buf->last = p + len + 1;
+
+    json_decref(root);
+
+    return NGX_OK;
+
+failed:
+
+    json_decref(root);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * jansson takes UTF-8 only: a name that is not is shown with '?' in place
+ * of its other bytes rather than failing the whole report.
+ */
+
+static json_t *
+ngx_http_conductor_status_json_str(ngx_http_conductor_status_t *st,
+    ngx_str_t *s)
+{
+    u_char  *p;
+    size_t   i;
+    json_t  *j;
+
+    j = json_stringn((const char *) s->data, s->len);
+    if (j) {
+        return j;
+    }
+
+    p = ngx_pnalloc(st->pool, s->len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < s->len; i++) {
+        p[i] = (s->data[i] < 0x80 && s->data[i] != '\0') ? s->data[i] : '?';
+    }
+
+    return json_stringn((const char *) p, s->len);
+}
+
+
+/* adds the fields every provider, key and model has; NULL on failure */
+
+static json_t *
+ngx_http_conductor_status_json_totals(json_t *obj,
+    ngx_http_conductor_node_t *n)
+{
+    json_t      *errors, *tokens;
+    ngx_uint_t   i;
+    uint64_t     t[NGX_HTTP_CONDUCTOR_NTOKENS];
+
+    errors = json_object();
+    tokens = json_object();
+
+    for (i = 0; errors && i < NGX_HTTP_CONDUCTOR_NERRORS; i++) {
+        if (json_object_set_new(errors,
+                                ngx_http_conductor_status_error_names[i],
+                                json_integer(n->errors[i]))
+            != 0)
+        {
+            goto failed;
+        }
+    }
+
+    ngx_http_conductor_status_tokens(n, t);
+
+    for (i = 0; tokens && i < NGX_HTTP_CONDUCTOR_NTOKENS; i++) {
+        if (json_object_set_new(tokens,
+                                ngx_http_conductor_status_token_names[i],
+                                json_integer(t[i]))
+            != 0)
+        {
+            goto failed;
+        }
+    }
+
+    if (json_object_set_new(tokens, "total",
+                            json_integer(n->prompt_tokens
+                                         + n->completion_tokens))
+        != 0)
+    {
+        goto failed;
+    }
+
+    if (json_object_update_new(obj,
+            json_pack("{s:I, s:I, s:O, s:O, s:f, s:I, s:I}",
+                      "requests", (json_int_t) n->requests,
+                      "responses", (json_int_t) n->responses,
+                      "errors", errors,
+                      "tokens", tokens,
+                      "cost_usd", (double) n->cost / 1e12,
+                      "estimated", (json_int_t) n->estimated,
+                      "unpriced", (json_int_t) n->unpriced))
+        != 0)
+    {
+        goto failed;
+    }
+
+    json_decref(errors);
+    json_decref(tokens);
+
+    return obj;
+
+failed:
+
+    json_decref(errors);
+    json_decref(tokens);
+    json_decref(obj);
+
+    return NULL;
+}
+
+
+static json_t *
+ngx_http_conductor_status_json_provider(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *p, ngx_http_conductor_status_item_t *keys)
+{
+    json_t      *obj, *list;
+    ngx_uint_t   i;
+
+    obj = json_pack("{s:o, s:o, s:s}",
+                    "name", ngx_http_conductor_status_json_str(st, &p->name),
+                    "url",
+                    ngx_http_conductor_status_json_str(st, &p->provider->url),
+                    "api", p->provider->api == NGX_HTTP_CONDUCTOR_ANTHROPIC
+                           ? "anthropic" : "openai");
+
+    obj = ngx_http_conductor_status_json_totals(obj, &p->node);
+    list = json_array();
+
+    if (json_object_set_new(obj, "keys", list) != 0) {
+        json_decref(obj);
+        return NULL;
+    }
+
+    for (i = 0; i < p->provider->keys.nelts; i++) {
+        if (json_array_append_new(list,
+                                  ngx_http_conductor_status_json_key(st,
+                                                                     &keys[i]))
+            != 0)
+        {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+
+    return obj;
+}
+
+
+static json_t *
+ngx_http_conductor_status_json_key(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *k)
+{
+    json_t                     *obj, *cooldown, *rreq, *rtok;
+    ngx_http_conductor_node_t  *n;
+
+    n = &k->node;
+
+    obj = json_pack("{s:o}",
+                    "name", ngx_http_conductor_status_json_str(st, &k->name));
+
+    obj = ngx_http_conductor_status_json_totals(obj, n);
+
+    cooldown = ngx_http_conductor_status_cooldown(st, n)
+               ? json_integer(n->cooldown_until) : json_null();
+    rreq = (n->remaining_requests >= 0)
+           ? json_integer(n->remaining_requests) : json_null();
+    rtok = (n->remaining_tokens >= 0)
+           ? json_integer(n->remaining_tokens) : json_null();
+
+    /* the average to a tenth of a ms: more digits would be noise */
+
+    if (json_object_update_new(obj,
+            json_pack("{s:I, s:I, s:I, s:f, s:I, s:s, s:o, s:b, s:o,"
+                      " s:{s:o, s:o}}",
+                      "inflight", (json_int_t) n->inflight,
+                      "max_inflight", (json_int_t) k->key->max_inflight,
+                      "ttfb_ms", (json_int_t) n->ttfb_ewma,
+                      "ttfb_avg_ms", n->responses
+                          ? (double) (n->ttfb_sum * 10 / n->responses) / 10
+                          : 0.0,
+                      "consecutive_failures", (json_int_t) n->failures,
+                      "breaker", ngx_http_conductor_status_breaker_names[
+                                     ngx_min(n->breaker, 2)],
+                      "cooldown_until", cooldown,
+                      "disabled", n->disabled != 0,
+                      "limits", ngx_http_conductor_status_json_limits(st, k),
+                      "provider_remaining",
+                          "requests", rreq,
+                          "tokens", rtok))
+        != 0)
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+/* only the limits the key has: {"rpm":{"limit":..,"used":..}, ...} */
+
+static json_t *
+ngx_http_conductor_status_json_limits(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *k)
+{
+    time_t       period;
+    json_t      *obj;
+    uint64_t     used, limit;
+    ngx_uint_t   i;
+
+    obj = json_object();
+
+    for (i = 0; obj && i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+        limit = k->key->limit[i];
+
+        if (limit == 0) {
+            continue;
+        }
+
+        period = ngx_http_conductor_periods[i];
+        used = ngx_http_conductor_window_value(&k->node.win[i], period,
+                                               st->now);
+
+        if (json_object_set_new(obj, ngx_http_conductor_status_limit_names[i],
+                json_pack("{s:I, s:I, s:I, s:I}",
+                          "limit", (json_int_t) limit,
+                          "used", (json_int_t) used,
+                          "remaining",
+                          (json_int_t) (used < limit ? limit - used : 0),
+                          "reset_s", (json_int_t) (period - st->now % period)))
+            != 0)
+        {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+
+    return obj;
+}
+
+
+static json_t *
+ngx_http_conductor_status_json_model(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *m)
+{
+    json_t                       *obj, *targets;
+    ngx_uint_t                    i;
+    ngx_http_conductor_target_t  *t;
+
+    /* the pseudo-models have no target array: any provider of the API */
+    targets = json_array();
+    t = m->model->targets.elts;
+
+    for (i = 0; targets && t && i < m->model->targets.nelts; i++) {
+        if (json_array_append_new(targets,
+                json_pack("{s:o, s:o, s:I, s:I}",
+                          "provider",
+                          ngx_http_conductor_status_json_str(st,
+                                                        &t[i].provider->name),
+                          "model",
+                          ngx_http_conductor_status_json_str(st, &t[i].model),
+                          "priority", (json_int_t) t[i].priority,
+                          "weight", (json_int_t) t[i].weight))
+            != 0)
+        {
+            json_decref(targets);
+            return NULL;
+        }
+    }
+
+    obj = json_pack("{s:o, s:b, s:o}",
+                    "name", ngx_http_conductor_status_json_str(st, &m->name),
+                    "builtin", (int) m->model->builtin,
+                    "targets", targets);
+
+    return ngx_http_conductor_status_json_totals(obj, &m->node);
+}
+
+
+/*
+ * The text exposition format: a family at a time, its HELP and TYPE once,
+ * then one sample per item (and per class, type or limit).
+ */
+
+static ngx_int_t
+ngx_http_conductor_status_prometheus(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_out_t *out)
+{
+    u_char                              *p;
+    ngx_uint_t                           f, i, j, n, scope;
+    ngx_http_conductor_status_item_t    *it;
+    ngx_http_conductor_status_value_t    v[NGX_HTTP_CONDUCTOR_NLIMITS];
+    ngx_http_conductor_status_family_t  *fam;
+
+    for (scope = 0; scope < NGX_HTTP_CONDUCTOR_NSCOPES; scope++) {
+        it = st->items[scope];
+
+        for (i = 0; i < st->nitems[scope]; i++) {
+            if (ngx_http_conductor_status_labels(st, &it[i], scope) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    for (f = 0; f < sizeof(ngx_http_conductor_status_families)
+                    / sizeof(ngx_http_conductor_status_family_t); f++)
+    {
+        fam = &ngx_http_conductor_status_families[f];
+
+        p = ngx_http_conductor_status_room(out,
+                                           2 * NGX_HTTP_CONDUCTOR_SAMPLE_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        out->buf->last = ngx_sprintf(p,
+                            "# HELP conductor_%s_%s %s\n"
+                            "# TYPE conductor_%s_%s %s\n",
+                            ngx_http_conductor_status_scope_names[fam->scope],
+                            fam->name, fam->help,
+                            ngx_http_conductor_status_scope_names[fam->scope],
+                            fam->name, fam->type);
+
+        it = st->items[fam->scope];
+
+        for (i = 0; i < st->nitems[fam->scope]; i++) {
+            n = ngx_http_conductor_status_values(st, &it[i], fam->what, v);
+
+            for (j = 0; j < n; j++) {
+                p = ngx_http_conductor_status_room(out,
+                                              it[i].labels.len
+                                              + NGX_HTTP_CONDUCTOR_SAMPLE_LEN);
+                if (p == NULL) {
+                    return NGX_ERROR;
+                }
+
+                p = ngx_sprintf(p, "conductor_%s_%s{%V",
+                            ngx_http_conductor_status_scope_names[fam->scope],
+                            fam->name, &it[i].labels);
+
+                if (v[j].label) {
+                    p = ngx_sprintf(p, ",%s=\"%s\"",
+                              ngx_http_conductor_status_label_names[fam->what],
+                              v[j].label);
+                }
+
+                switch (v[j].unit) {
+
+                case NGX_HTTP_CONDUCTOR_U_MSEC:
+                    p = ngx_sprintf(p, "} %uL.%03uL\n",
+                                    v[j].value / 1000, v[j].value % 1000);
+                    break;
+
+                case NGX_HTTP_CONDUCTOR_U_PICO:
+                    p = ngx_http_conductor_cpy(p, "} ");
+                    p = ngx_http_conductor_format_cost(p, v[j].value);
+                    *p++ = '\n';
+                    break;
+
+                default:
+                    p = ngx_sprintf(p, "} %uL\n", v[j].value);
+                }
+
+                out->buf->last = p;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* provider="p",key="k" / provider="p" / model="m", escaped once per item */
+
+static ngx_int_t
+ngx_http_conductor_status_labels(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *it, ngx_uint_t scope)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t  *first;
+
+    first = (scope == NGX_HTTP_CONDUCTOR_S_MODEL) ? &it->name
+                                                  : &it->provider->name;
+
+    len = sizeof("provider=\"\",key=\"\"") + first->len
+          + ngx_http_conductor_status_escape(NULL, first->data, first->len);
+
+    if (scope == NGX_HTTP_CONDUCTOR_S_KEY) {
+        len += it->name.len
+               + ngx_http_conductor_status_escape(NULL, it->name.data,
+                                                  it->name.len);
+    }
+
+    p = ngx_pnalloc(st->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    it->labels.data = p;
+
+    if (scope == NGX_HTTP_CONDUCTOR_S_MODEL) {
+        p = ngx_http_conductor_cpy(p, "model=\"");
+
+    } else {
+        p = ngx_http_conductor_cpy(p, "provider=\"");
+    }
+
+    p = (u_char *) ngx_http_conductor_status_escape(p, first->data,
+                                                    first->len);
+    *p++ = '"';
+
+    if (scope == NGX_HTTP_CONDUCTOR_S_KEY) {
+        p = ngx_http_conductor_cpy(p, ",key=\"");
+        p = (u_char *) ngx_http_conductor_status_escape(p, it->name.data,
+                                                        it->name.len);
+        *p++ = '"';
+    }
+
+    it->labels.len = p - it->labels.data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A label value as the exposition format wants it: backslash, double
+ * quote and line feed escaped.  Without dst, returns the bytes it adds.
+ */
+
+static uintptr_t
+ngx_http_conductor_status_escape(u_char *dst, u_char *src, size_t size)
+{
+    ngx_uint_t  n;
+
+    if (dst == NULL) {
+        n = 0;
+
+        while (size--) {
+            if (*src == '\\' || *src == '"' || *src == '\n') {
+                n++;
+            }
+
+            src++;
+        }
+
+        return (uintptr_t) n;
+    }
+
+    while (size--) {
+
+        switch (*src) {
+
+        case '\\':
+        case '"':
+            *dst++ = '\\';
+            *dst++ = *src;
+            break;
+
+        case '\n':
+            *dst++ = '\\';
+            *dst++ = 'n';
+            break;
+
+        default:
+            *dst++ = *src;
+        }
+
+        src++;
+    }
+
+    return (uintptr_t) dst;
+}
+
+
+/* the samples of a family for one item; v has room for 6 */
+
+static ngx_uint_t
+ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *it, ngx_uint_t what,
+    ngx_http_conductor_status_value_t *v)
+{
+    time_t                      period;
+    uint64_t                    used, t[NGX_HTTP_CONDUCTOR_NTOKENS];
+    ngx_uint_t                  i, n;
+    ngx_http_conductor_node_t  *node;
+
+    node = &it->node;
+
+    v[0].label = NULL;
+    v[0].unit = NGX_HTTP_CONDUCTOR_U_COUNT;
+
+    switch (what) {
+
+    case NGX_HTTP_CONDUCTOR_M_REQUESTS:
+        v[0].value = node->requests;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_RESPONSES:
+        v[0].value = node->responses;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_ERRORS:
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NERRORS; i++) {
+            v[i].label = ngx_http_conductor_status_error_names[i];
+            v[i].value = node->errors[i];
+            v[i].unit = NGX_HTTP_CONDUCTOR_U_COUNT;
+        }
+
+        return NGX_HTTP_CONDUCTOR_NERRORS;
+
+    case NGX_HTTP_CONDUCTOR_M_TOKENS:
+        ngx_http_conductor_status_tokens(node, t);
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NTOKENS; i++) {
+            v[i].label = ngx_http_conductor_status_token_names[i];
+            v[i].value = t[i];
+            v[i].unit = NGX_HTTP_CONDUCTOR_U_COUNT;
+        }
+
+        return NGX_HTTP_CONDUCTOR_NTOKENS;
+
+    case NGX_HTTP_CONDUCTOR_M_COST:
+        v[0].value = node->cost;
+        v[0].unit = NGX_HTTP_CONDUCTOR_U_PICO;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_ESTIMATED:
+        v[0].value = node->estimated;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_UNPRICED:
+        v[0].value = node->unpriced;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_INFLIGHT:
+        v[0].value = node->inflight;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_TTFB:
+        /* a key never answered has no time to report */
+        v[0].value = node->ttfb_ewma;
+        v[0].unit = NGX_HTTP_CONDUCTOR_U_MSEC;
+        return node->ttfb_ewma ? 1 : 0;
+
+    case NGX_HTTP_CONDUCTOR_M_REMAINING:
+        n = 0;
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+            if (it->key->limit[i] == 0) {
+                continue;
+            }
+
+            period = ngx_http_conductor_periods[i];
+            used = ngx_http_conductor_window_value(&node->win[i], period,
+                                                   st->now);
+
+            v[n].label = ngx_http_conductor_status_limit_names[i];
+            v[n].value = (used < it->key->limit[i])
+                         ? it->key->limit[i] - used : 0;
+            v[n].unit = NGX_HTTP_CONDUCTOR_U_COUNT;
+            n++;
+        }
+
+        return n;
+
+    case NGX_HTTP_CONDUCTOR_M_COOLDOWN:
+        v[0].value = ngx_http_conductor_status_cooldown(st, node);
+        v[0].unit = NGX_HTTP_CONDUCTOR_U_MSEC;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_BREAKER:
+        v[0].value = node->breaker;
+        return 1;
+
+    case NGX_HTTP_CONDUCTOR_M_FAILURES:
+        v[0].value = node->failures;
+        return 1;
+
+    default: /* NGX_HTTP_CONDUCTOR_M_DISABLED */
+        v[0].value = (node->disabled != 0);
+        return 1;
+    }
+}
+
+
+/* the page is static: it asks for the JSON itself */
+
+static ngx_int_t
+ngx_http_conductor_status_html(ngx_http_conductor_status_out_t *out)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(out->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ngx_http_conductor_status_page;
+    b->last = b->pos + sizeof(ngx_http_conductor_status_page) - 1;
+    b->memory = 1;
+
+    cl = ngx_alloc_chain_link(out->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *out->last = cl;
+    out->last = &cl->next;
+    out->buf = b;
+
+    return NGX_OK;
+}
+
+
+/* len bytes of room at out->buf->last; a new buffer when the last is full */
+
+static u_char *
+ngx_http_conductor_status_room(ngx_http_conductor_status_out_t *out,
+    size_t len)
+{
+    ngx_chain_t  *cl;
+
+    if (out->buf && (size_t) (out->buf->end - out->buf->last) >= len) {
+        return out->buf->last;
+    }
+
+    cl = ngx_alloc_chain_link(out->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = ngx_create_temp_buf(out->pool, ngx_max(len, 16384));
+    if (cl->buf == NULL) {
+        return NULL;
+    }
+
+    cl->next = NULL;
+
+    *out->last = cl;
+    out->last = &cl->next;
+    out->buf = cl->buf;
+
+    return out->buf->last;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_status_send(ngx_http_request_t *r, ngx_uint_t format,
+    ngx_chain_t *out)
+{
+    off_t             len;
+    ngx_int_t         rc;
+    ngx_chain_t      *cl;
+    ngx_table_elt_t  *h;
+
+    len = 0;
+
+    for (cl = out; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+
+        if (cl->next == NULL) {
+            cl->buf->last_buf = (r == r->main);
+            cl->buf->last_in_chain = 1;
+        }
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = len;
+    r->headers_out.content_type = ngx_http_conductor_status_types[format];
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    /* live counters: a cached copy would be a wrong one */
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    if (format == NGX_HTTP_CONDUCTOR_STATUS_HTML) {
+        /* the page loads nothing but its own JSON */
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Content-Security-Policy");
+        ngx_str_set(&h->value, "default-src 'none'; connect-src 'self'; "
+                               "script-src 'unsafe-inline'; "
+                               "style-src 'unsafe-inline'");
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, out);
 }

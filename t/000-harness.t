@@ -77,9 +77,9 @@ run_tests();
         : (`ps --ppid $master -o pid=` =~ /(\d+)/g);
     ok @victims, 'found the process to crash';
     kill 'SEGV', @victims;
-    Time::HiRes::sleep(0.5);
+    Time::HiRes::sleep($ENV{TEST_NGINX_USE_VALGRIND} ? 3 : 0.5);
     my $problems = stop_nginx();
-    like join("\n", @$problems), qr/exited on signal 11|exited \(status \d+\) before the end/,
+    like join("\n", @$problems), qr/exited on signal 11|exited \(status \d+\) before the end|signal 11 after QUIT/,
         'the crash is reported';
 }
 

@@ -391,6 +391,10 @@ sub stop_nginx {
                 $status = _reap($pid, 20);
                 unless (defined $status) { kill 'KILL', $pid; $status = _reap($pid, 5) }
             }
+            elsif ($status && (($status >> 8) != $VALGRIND_ERROR_EXIT || ($status & 127))) {
+                push @problems, sprintf 'nginx exited with status %d, signal %d after QUIT',
+                    $status >> 8, $status & 127;
+            }
         }
         push @problems, _valgrind_problems($status);
     }
@@ -599,9 +603,10 @@ sub _run_block {
         push @guard, "request $req->{method} $req->{uri}: timed out after ${timeout}s (x$SCALE)"
             if $resp->{timed_out};
     }
-    my $resp = $resps[-1];
+    my $resp = $resps[-1] // {};
 
-    if (my $wait = _value($block, 'wait')) { Time::HiRes::sleep($wait * $SCALE) }
+    # not scaled under valgrind: blocks wait for time-based effects (cooldowns)
+    if (my $wait = _value($block, 'wait')) { Time::HiRes::sleep($wait) }
 
     _check_response($block, $resp);
 
@@ -652,6 +657,9 @@ sub _block_requests {
     }
     elsif (_has($block, 'request')) {
         @raw = _values($block, 'request');
+    }
+    elsif (_has($block, 'checks')) {
+        return;    # the checks talk to nginx themselves
     }
     else {
         die "no request section\n";
@@ -1169,5 +1177,288 @@ __END__
 =head1 NAME
 
 Test::Conductor - Test::Nginx::Socket-style block tests for ngx_http_conductor_module
+
+=head1 SYNOPSIS
+
+    use lib 't/lib';
+    use Test::Conductor;
+
+    block_defaults(http_config => '...');    # optional: sections every block gets
+    run_tests();                             # no plan needed (see PLAN)
+
+    __DATA__
+
+    === TEST 1: chat through the gateway
+    --- http_config
+    conductor_provider mock { url http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1; key k1 test-key-1; }
+    --- config
+    location /v1/ { conductor_route; include $TEST_NGINX_CONF_DIR/conductor_proxy.conf; }
+    --- request
+    POST /v1/chat/completions
+    {"model":"x","messages":[]}
+    --- more_headers
+    Authorization: Bearer client-secret
+    --- error_code: 200
+    --- response_headers
+    Content-Type: application/json
+    !X-Absent
+    --- response_body_like: "object":"chat.completion"
+    --- checks
+    is $mock->[0]{json}{model}, 'x', 'model as sent';
+    --- no_error_log
+    [error]
+
+Run with C<prove t/>, C<prove -j2 t/>, or C<TEST_NGINX_USE_VALGRIND=1 prove t/>.
+
+=head1 WHAT A BLOCK DOES
+
+For every block: the mock provider's request log is cleared, a fresh
+C<t/servroot-E<lt>testfileE<gt>/conf/nginx.conf> is written, its logs are
+emptied, nginx is started (C<nginx -p servroot -c conf/nginx.conf>) and the
+harness waits until the port accepts. The requests are sent in order, then
+C<wait>, then the response assertions and C<checks> run while nginx is still
+up; then nginx is stopped with QUIT (TERM, then KILL, after a 20 s grace) and
+the log assertions and the crash check read C<logs/error.log>, which holds
+only what this nginx wrote, shutdown included.
+
+The generated configuration:
+
+    load_module <TEST_NGINX_MODULE or ROOT/build/ngx_http_conductor_module.so>;  # not with no_module
+    daemon on; master_process on; worker_processes 1;    # each only if main_config lacks it
+    error_log logs/error.log debug;
+    pid logs/nginx.pid;
+    <main_config>
+    events { worker_connections 1024; }
+    http {
+        access_log logs/access.log;
+        client_body_temp_path ...; proxy_temp_path ...;    # all under servroot
+        <http_config>
+        server {
+            listen 127.0.0.1:$TEST_NGINX_PORT;
+            server_name localhost;
+            <config>
+        }
+    }
+
+=head1 SECTIONS
+
+Every section's text has the placeholders replaced first (also in C<eval>
+sections, so C<"$TEST_NGINX_PORT"> in Perl code is the number); Test::Base's
+default filters C<norm trim> then apply (CRLF to LF, leading blank lines
+dropped, trailing whitespace cut to one newline). Filters can be added after
+the name as usual: C<--- response_body chomp>, C<--- error_log eval>.
+
+=over
+
+=item main_config, http_config, config
+
+Top level, inside C<http{}> before the server, inside the C<server{}>. A
+C<worker_processes>, C<daemon> or C<master_process> line in main_config
+replaces the generated one (under valgrind, daemon / master_process lines are
+dropped and forced off).
+
+=item no_module
+
+Present (no value needed): no C<load_module> line; plain nginx.
+
+=item env
+
+C<NAME=VALUE> lines, set in nginx's environment for this block (and for
+C<nginx -t> in must_die blocks). nginx reads them at configuration time
+(C<key ... env=NAME>); workers see them only through an C<env> directive.
+
+=item request
+
+First line C<METHOD URI> (an C<HTTP/1.x> suffix is ignored), the rest is the
+body, with the section's trailing newline removed. Sent over HTTP/1.1 with
+C<Host: localhost>, C<Connection: close> (unless more_headers has a
+Connection header), C<Content-Length> for bodies (and for POST/PUT/PATCH
+without one) and C<Content-Type: application/json> for non-empty bodies,
+each unless more_headers gives that header. Chunked answers are decoded.
+
+=item request_eval, request eval
+
+Perl code returning a request string or an arrayref of them; a hashref
+C<< {method, uri, body, headers => {...}} >> also works for one request.
+Requests go one after the other; response assertions apply to the last;
+C<$resps> in checks holds them all.
+
+=item more_headers
+
+C<Name: value> lines for every request of the block; C<!Name> suppresses a
+default header (Content-Type, Connection, Host, Content-Length).
+
+=item error_code
+
+The expected status of the last response.
+
+=item response_headers
+
+C<Name: value> lines, compared exactly (repeated headers are joined with
+C<, >); C<!Name> means the header must be absent.
+
+=item response_headers_like
+
+C<Name: regex> lines.
+
+=item response_body
+
+Exact body. The default trim filter keeps one trailing newline: use
+C<--- response_body chomp> for a body without one.
+
+=item response_body_like
+
+A regex (the section's trailing newline removed; matched with /s), or a qr//
+from C<--- response_body_like eval>.
+
+=item error_log, no_error_log
+
+One pattern per line, substring match, against what this block's nginx wrote
+to error.log (for must_die: against the output of C<nginx -t>). With
+C<eval>: a list or arrayref of strings and qr// items.
+
+=item checks
+
+Perl code, run in package main under strict, with
+
+    $resp   the last response: { status, reason, headers (lower-case keys),
+            header_list ([name, value] pairs as received), body, json (decoded
+            body or undef), sse (parse_sse of the body for event streams),
+            complete (body framing finished), timed_out, error, elapsed }
+    $resps  all responses of the block
+    $mock   arrayref of the requests the mock provider received in this block:
+            { seq, time, port, method, url, headers (lower-case), body, json, key }
+    $env    the placeholders (TEST_NGINX_PORT, ...)
+    $block  the Test::Base block
+
+It calls Test::More functions itself (is, ok, like, is_deeply, cmp_ok, ...)
+and may talk to nginx (http_request, http_stream_open): nginx is still up. A
+block with checks and no request section sends nothing itself.
+
+=item must_die
+
+C<nginx -t> must fail for this configuration, with a message that names the
+file and line (C< in /path:N>); error_log / no_error_log then apply to its
+output. nginx is not started.
+
+=item wait
+
+Seconds to sleep after the requests, before checks and the log assertions
+(not scaled under valgrind).
+
+=item timeout
+
+Per-request read timeout in seconds, default 30 (times 10 under valgrind). A
+guard, not an assertion: a request that hits it fails the block's clean-run
+test.
+
+=item skip
+
+C<--- skip: reason> skips the block (one skipped test). Test::Base's own
+C<--- SKIP> (block dropped, no test), C<--- ONLY> and C<--- LAST> work too.
+
+=back
+
+=head1 PLAN
+
+C<run_tests()> declares C<no_plan> when the file has declared no plan, so a
+file needs nothing else; code after C<run_tests()> may add tests and end with
+C<done_testing()>. To declare a fixed plan, count per block:
+
+    must_die block:    1 (nginx -t fails, naming file:line)
+                       + 1 each for error_log, no_error_log
+    skip block:        1
+    any other block:   1 each for error_code, response_headers,
+                       response_headers_like, response_body, response_body_like,
+                       error_log, no_error_log (one test per section, however
+                       many lines)
+                       + 1 "clean run" (no [alert], [emerg], "exited on signal",
+                         no hang on QUIT, no request timeout, valgrind clean)
+                       + the tests the checks code runs
+
+A block that fails to start nginx or to evaluate its sections reports one
+failed test and stops there.
+
+=head1 PLACEHOLDERS
+
+C<$TEST_NGINX_PORT> (nginx), C<$TEST_NGINX_MOCK_PORT>, C<$TEST_NGINX_MOCK_PORT2>,
+C<$TEST_NGINX_MOCK_PORT3> (the mock provider, one process on three ports),
+C<$TEST_NGINX_DEAD_PORT> (nothing listens), C<$TEST_NGINX_SERVROOT>,
+C<$TEST_NGINX_CONF_DIR> (the repository's conf/), C<$TEST_NGINX_ROOT>. Also
+written C<${TEST_NGINX_PORT}>. The ports are chosen per test file (a base
+derived from the PID, kept only if they bind), so files run in parallel; the
+values are in C<%ENV> as well.
+
+=head1 EXPORTED FUNCTIONS
+
+=over
+
+=item run_tests()
+
+Runs the blocks of C<__DATA__>.
+
+=item block_defaults(section => text, ...)
+
+Sections that every block without its own gets (placeholders replaced, no
+filters).
+
+=item harness_env()
+
+The placeholders, as a hashref copy.
+
+=item start_nginx(http_config => ..., config => ..., main_config => ..., env => {...}, no_module => 1)
+
+Starts a fresh nginx with that configuration (stopping a running one first);
+croaks with the tails of nginx's output and error.log when it cannot.
+
+=item stop_nginx()
+
+Stops it; returns an arrayref of problems (empty when clean): crashes,
+C<[alert]>/C<[emerg]> lines, a hang on QUIT, valgrind errors. Typical use:
+C<is_deeply stop_nginx(), [], 'clean shutdown';>
+
+=item nginx_running(), nginx_pid()
+
+=item error_log_since_start()
+
+What the running (or last) nginx wrote to error.log.
+
+=item http_request($method, $path, \%headers, $body, port => N, timeout => S)
+
+Returns the response hash described under checks. Headers may be a hashref
+or an arrayref of pairs; a header whose value is undef is not sent (this
+suppresses a default). Waits for nginx to close a C<Connection: close>
+connection, so the log phase has run when it returns.
+
+=item http_stream_open(same arguments)
+
+Returns a C<Test::Conductor::Stream> whose head is read: C<status>,
+C<headers>, C<header($name)>; then C<read_some($timeout)> (next decoded body
+bytes; undef at the end of the body, at EOF or on timeout, see
+C<complete>, C<timed_out>, C<error>), C<read_until(qr/.../, $timeout)> (true
+once the body so far matches), C<read_all($timeout)>, C<body>, C<response>
+(the hash), C<close>. Streams left open are closed by stop_nginx.
+
+=item parse_sse($text)
+
+C<[{event, data, json, id}]>, comments skipped, CRLF / no-space tolerant.
+
+=item start_mock(), stop_mock(), mock_requests(), mock_clear(), mock_release()
+
+The mock provider (started on first need, stopped in END); its request log;
+clearing it (also resets fail_first counters); releasing gated streams
+(returns how many).
+
+=item done_testing()
+
+=back
+
+=head1 ENVIRONMENT
+
+C<TEST_NGINX_USE_VALGRIND=1> runs nginx as one foreground process
+(C<daemon off; master_process off;>) under valgrind memcheck with
+C<t/valgrind.supp>; a block fails when C<logs/valgrind.log> reports errors or a
+definite leak with an C<ngx_http_conductor> frame. C<TEST_NGINX_MODULE> (path
+of the .so), C<TEST_NGINX_BINARY> (nginx), C<TEST_NGINX_NODE> (node).
 
 =cut
