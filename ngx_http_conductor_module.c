@@ -85,6 +85,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       offsetof(ngx_http_conductor_loc_conf_t, retries),
       &ngx_http_conductor_retries_bounds },
 
+    { ngx_string("conductor_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_queue_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_unknown_models"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -298,6 +305,8 @@ ngx_http_conductor_create_loc_conf(ngx_conf_t *cf)
     lcf->unknown_reject = NGX_CONF_UNSET_UINT;
     lcf->response_headers = NGX_CONF_UNSET;
     lcf->allow_override = NGX_CONF_UNSET;
+    lcf->queue_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->queue_max = NGX_CONF_UNSET_UINT;
 
     return lcf;
 }
@@ -319,6 +328,8 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->unknown_reject, prev->unknown_reject, 0);
     ngx_conf_merge_value(conf->response_headers, prev->response_headers, 1);
     ngx_conf_merge_value(conf->allow_override, prev->allow_override, 0);
+    ngx_conf_merge_msec_value(conf->queue_timeout, prev->queue_timeout, 0);
+    ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 1000);
 
     return NGX_CONF_OK;
 }

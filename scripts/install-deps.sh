@@ -13,6 +13,7 @@ packages=(
     libtest-base-perl                            # the t/lib harness
     nodejs npm                                   # mock provider, SDK tests
     wrk valgrind curl ca-certificates            # bench, sanitizer run
+    chromium                                     # the status page test
 )
 
 missing=()

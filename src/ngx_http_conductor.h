@@ -135,6 +135,7 @@ typedef struct {
 typedef struct {
     ngx_rbtree_t                      rbtree;
     ngx_rbtree_node_t                 sentinel;
+    ngx_uint_t                        queued;    /* waiting for room */
 } ngx_http_conductor_shctx_t;
 
 
@@ -236,6 +237,8 @@ typedef struct {
     ngx_flag_t                        allow_override;
     ngx_msec_t                        mock_delay;  /* between mock events */
     ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
+    ngx_msec_t                        queue_timeout;   /* 0: no queue */
+    ngx_uint_t                        queue_max;
 } ngx_http_conductor_loc_conf_t;
 
 
@@ -277,6 +280,8 @@ typedef struct {
     time_t                            reserved_at;
     ngx_msec_t                        retry_after;  /* when all are full */
     ngx_http_conductor_provider_t    *only;      /* routing.provider */
+    ngx_event_t                       queue_ev;
+    ngx_msec_t                        queue_deadline;
     ngx_uint_t                        gets;
     ngx_http_conductor_balancer_conf_t  *bcf;
 
@@ -320,6 +325,7 @@ typedef struct {
     unsigned                          estimated:1;
     unsigned                          priced:1;
     unsigned                          committed:1;
+    unsigned                          queued:1;
     unsigned                          error_replace:1;
     unsigned                          error_sent:1;
 } ngx_http_conductor_ctx_t;
@@ -341,6 +347,8 @@ char *ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
     ngx_http_conductor_main_conf_t *cmcf);

@@ -1028,6 +1028,68 @@ invalid:
 }
 
 
+/* conductor_queue timeout=TIME [max=N] */
+
+char *
+ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_conductor_loc_conf_t *lcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+    ngx_msec_t   t;
+
+    if (lcf->queue_timeout != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len > 8 && ngx_strncmp(value[i].data, "timeout=", 8) == 0)
+        {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            lcf->queue_timeout = t;
+            continue;
+        }
+
+        if (value[i].len > 4 && ngx_strncmp(value[i].data, "max=", 4) == 0) {
+            n = ngx_atoi(value[i].data + 4, value[i].len - 4);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            lcf->queue_max = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (lcf->queue_timeout == NGX_CONF_UNSET_MSEC) {
+        return "needs timeout=";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\": expected timeout=TIME or "
+                       "max=N", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
 ngx_http_conductor_provider_t *
 ngx_http_conductor_find_provider(ngx_http_conductor_main_conf_t *cmcf,
     ngx_str_t *name)

@@ -22,6 +22,12 @@ static ngx_int_t ngx_http_conductor_read_body(ngx_http_request_t *r,
 static ngx_int_t ngx_http_conductor_stream_options(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_object_t *obj,
     ngx_http_conductor_json_member_t *members);
+static ngx_int_t ngx_http_conductor_enqueue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf);
+static void ngx_http_conductor_queue_handler(ngx_event_t *ev);
+static void ngx_http_conductor_queue_cleanup(void *data);
+static void ngx_http_conductor_dequeue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_routing(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m);
 static ngx_int_t ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx,
@@ -159,6 +165,11 @@ ngx_http_conductor_body_handler(ngx_http_request_t *r)
     ctx->status = ngx_http_conductor_route_body(r, ctx);
 
     r->preserve_body = 1;
+
+    if (ctx->status == NGX_DONE) {
+        /* queued: the queue's timer runs the phases on */
+        return;
+    }
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
@@ -353,6 +364,12 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
     cand = ngx_http_conductor_pick(r, ctx);
 
     if (cand == NULL) {
+        if (lcf->queue_timeout && ngx_http_conductor_enqueue(r, ctx, lcf)
+                                  == NGX_OK)
+        {
+            return NGX_DONE;
+        }
+
         ctx->error = "every key that serves this model is at its limit";
         return NGX_HTTP_TOO_MANY_REQUESTS;
     }
@@ -362,6 +379,154 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * No key has room: the request waits (conductor_queue) and looks again
+ * when the earliest one frees up, at most until its timeout; the queue is
+ * bounded across all workers.  A client that goes away leaves the queue.
+ */
+
+static ngx_int_t
+ngx_http_conductor_enqueue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf)
+{
+    ngx_msec_t                       wait;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    if (ctx->retry_after == (ngx_msec_t) -1
+        || ctx->retry_after > lcf->queue_timeout)
+    {
+        /* no key can take it in time: no point in waiting */
+        return NGX_DECLINED;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    if (cmcf->sh->queued >= lcf->queue_max) {
+        ngx_http_conductor_shm_unlock(cmcf);
+        return NGX_DECLINED;
+    }
+
+    cmcf->sh->queued++;
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    ctx->queued = 1;
+    ctx->queue_deadline = ngx_current_msec + lcf->queue_timeout;
+
+    cln->handler = ngx_http_conductor_queue_cleanup;
+    cln->data = ctx;
+
+    ctx->queue_ev.handler = ngx_http_conductor_queue_handler;
+    ctx->queue_ev.data = r;
+    ctx->queue_ev.log = r->connection->log;
+
+    wait = ngx_max(ngx_min(ctx->retry_after, 500), 10);
+    ngx_add_timer(&ctx->queue_ev, wait);
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "conductor: queued, next look in %M ms", wait);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_conductor_queue_handler(ngx_event_t *ev)
+{
+    ngx_msec_t                 wait, left;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_conductor_ctx_t  *ctx;
+    ngx_http_conductor_cand_t *cand;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    cand = ngx_http_conductor_pick(r, ctx);
+
+    if (cand == NULL && (ngx_msec_int_t) (ctx->queue_deadline
+                                          - ngx_current_msec) > 0)
+    {
+        left = ctx->queue_deadline - ngx_current_msec;
+
+        if (ctx->retry_after == (ngx_msec_t) -1 || ctx->retry_after > left) {
+            /* nothing frees up before the deadline: answer now */
+            goto done;
+        }
+
+        wait = ngx_max(ngx_min(ngx_min(ctx->retry_after, 500), left), 10);
+        ngx_add_timer(ev, wait);
+        return;
+    }
+
+done:
+
+    ngx_http_conductor_dequeue(r, ctx);
+
+    if (cand == NULL) {
+        ctx->error = "every key that serves this model is at its limit";
+        ctx->status = NGX_HTTP_TOO_MANY_REQUESTS;
+
+    } else if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
+        ctx->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else {
+        ctx->status = NGX_DECLINED;
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_conductor_queue_cleanup(void *data)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    if (ctx->queue_ev.timer_set) {
+        ngx_del_timer(&ctx->queue_ev);
+    }
+
+    ngx_http_conductor_dequeue(ctx->request, ctx);
+}
+
+
+static void
+ngx_http_conductor_dequeue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    if (!ctx->queued) {
+        return;
+    }
+
+    ctx->queued = 0;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    ngx_http_conductor_shm_lock(cmcf);
+    cmcf->sh->queued--;
+    ngx_http_conductor_shm_unlock(cmcf);
 }
 
 

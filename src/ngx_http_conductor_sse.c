@@ -253,11 +253,11 @@ ngx_http_conductor_sse_reserve(ngx_http_conductor_sse_t *sse, size_t need)
 
     size = sse->size ? sse->size : NGX_HTTP_CONDUCTOR_SSE_INITIAL;
 
-    while (size < need) {
+    while (size < need && size <= limit / 2) {
         size *= 2;
     }
 
-    if (size > limit) {
+    if (size < need || size > limit) {
         size = limit;
     }
 
@@ -301,6 +301,9 @@ ngx_http_conductor_sse_append(ngx_http_conductor_sse_t *sse,
 
     case NGX_HTTP_CONDUCTOR_SSE_SKIP:
         return;
+
+    default:
+        break;
     }
 
     if (n <= sse->line_max - sse->len) {

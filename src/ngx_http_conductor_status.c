@@ -15,7 +15,9 @@
 #include "ngx_http_conductor.h"
 
 
+#ifndef NGX_HTTP_CONDUCTOR_VERSION
 #define NGX_HTTP_CONDUCTOR_VERSION  "0.1.0"
+#endif
 
 
 #define NGX_HTTP_CONDUCTOR_STATUS_JSON        0
@@ -42,17 +44,17 @@
 #define NGX_HTTP_CONDUCTOR_S_KEY        0
 #define NGX_HTTP_CONDUCTOR_S_PROVIDER   1
 #define NGX_HTTP_CONDUCTOR_S_MODEL      2
-#define NGX_HTTP_CONDUCTOR_NSCOPES      3
+#define NGX_HTTP_CONDUCTOR_STATUS_NSCOPES      3
 
 /* how a Prometheus value is printed */
 #define NGX_HTTP_CONDUCTOR_U_COUNT      0
 #define NGX_HTTP_CONDUCTOR_U_MSEC       1   /* ms, printed as seconds */
 #define NGX_HTTP_CONDUCTOR_U_PICO       2   /* pico-USD, printed as USD */
 
-#define NGX_HTTP_CONDUCTOR_NTOKENS      5
+#define NGX_HTTP_CONDUCTOR_STATUS_NTOKENS      5
 
-/* a sample line past its labels: metric name, one label, a value */
-#define NGX_HTTP_CONDUCTOR_SAMPLE_LEN   160
+/* room for a HELP line, or a sample line without its item's labels */
+#define NGX_HTTP_CONDUCTOR_STATUS_LINE   160
 
 
 /* one copied node with what it belongs to */
@@ -71,9 +73,9 @@ typedef struct {
     time_t                            now;
     uint64_t                          now_ms;
 
-    /* keys[i] holds the keys of providers[i] in their order */
-    ngx_http_conductor_status_item_t *items[NGX_HTTP_CONDUCTOR_NSCOPES];
-    ngx_uint_t                        nitems[NGX_HTTP_CONDUCTOR_NSCOPES];
+    /* per scope, in configuration order; the keys provider by provider */
+    ngx_http_conductor_status_item_t *items[NGX_HTTP_CONDUCTOR_STATUS_NSCOPES];
+    ngx_uint_t                        nitems[NGX_HTTP_CONDUCTOR_STATUS_NSCOPES];
 
     ngx_http_conductor_node_t         totals;    /* over providers */
 } ngx_http_conductor_status_t;
@@ -126,6 +128,8 @@ static json_t *ngx_http_conductor_status_json_str(
     ngx_http_conductor_status_t *st, ngx_str_t *s);
 static json_t *ngx_http_conductor_status_json_totals(json_t *obj,
     ngx_http_conductor_node_t *n);
+static json_t *ngx_http_conductor_status_json_counts(const char **names,
+    uint64_t *values, ngx_uint_t n);
 static json_t *ngx_http_conductor_status_json_provider(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *p,
     ngx_http_conductor_status_item_t *keys);
@@ -138,6 +142,11 @@ static json_t *ngx_http_conductor_status_json_model(
 
 static ngx_int_t ngx_http_conductor_status_prometheus(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_out_t *out);
+static ngx_int_t ngx_http_conductor_status_sample(
+    ngx_http_conductor_status_out_t *out, const char *scope,
+    ngx_http_conductor_status_family_t *fam,
+    ngx_http_conductor_status_item_t *it,
+    ngx_http_conductor_status_value_t *v);
 static ngx_int_t ngx_http_conductor_status_labels(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *it,
     ngx_uint_t scope);
@@ -188,28 +197,33 @@ static const char  *ngx_http_conductor_status_scope_names[] = {
 };
 
 
-/* the name of each family's extra label, by what it reports */
+/* the name of each family's extra label, indexed by NGX_HTTP_CONDUCTOR_M_* */
 static const char  *ngx_http_conductor_status_label_names[] = {
     NULL, NULL, "class", "type", NULL, NULL, NULL,
     NULL, NULL, "limit", NULL, NULL, NULL, NULL
 };
 
 
+/*
+ * A provider and a model alias count each client request once, by the
+ * answer the client got; the failed attempts of a failover show on the keys.
+ */
+
 #define ngx_http_conductor_totals_families(scope, noun)                       \
     { "requests_total", "counter",                                            \
       "Client requests answered through the " noun ".",                       \
       scope, NGX_HTTP_CONDUCTOR_M_REQUESTS },                                 \
     { "responses_total", "counter",                                           \
-      "2xx answers through the " noun ".",                                    \
+      "2xx answers to clients through the " noun ".",                         \
       scope, NGX_HTTP_CONDUCTOR_M_RESPONSES },                                \
     { "errors_total", "counter",                                              \
-      "Failed attempts through the " noun ", by class.",                      \
+      "Error answers to clients through the " noun ", by class.",             \
       scope, NGX_HTTP_CONDUCTOR_M_ERRORS },                                   \
     { "tokens_total", "counter",                                              \
-      "Tokens counted through the " noun ", by type.",                        \
+      "Tokens of the answers through the " noun ", by type.",                 \
       scope, NGX_HTTP_CONDUCTOR_M_TOKENS },                                   \
     { "cost_usd_total", "counter",                                            \
-      "Cost in USD through the " noun ".",                                    \
+      "Cost in USD of the answers through the " noun ".",                     \
       scope, NGX_HTTP_CONDUCTOR_M_COST },                                     \
     { "estimated_total", "counter",                                           \
       "Answers through the " noun " whose usage was estimated.",              \
@@ -644,7 +658,7 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
     st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL] = cmcf->models.nelts
                                              + NGX_HTTP_CONDUCTOR_NDIALECTS;
 
-    for (i = 0; i < NGX_HTTP_CONDUCTOR_NSCOPES; i++) {
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_STATUS_NSCOPES; i++) {
         st->items[i] = ngx_pcalloc(r->pool,
                                    (st->nitems[i] + 1)
                                    * sizeof(ngx_http_conductor_status_item_t));
@@ -692,7 +706,7 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
 
     ngx_http_conductor_shm_lock(cmcf);
 
-    for (i = 0; i < NGX_HTTP_CONDUCTOR_NSCOPES; i++) {
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_STATUS_NSCOPES; i++) {
         it = st->items[i];
 
         for (j = 0; j < st->nitems[i]; j++) {
@@ -820,21 +834,22 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
     ngx_uint_t                         i;
     ngx_http_conductor_status_item_t  *it, *keys;
 
-    root = json_pack("{s:s, s:s, s:s, s:I}",
-                     "module", "ngx_http_conductor_module",
-                     "version", NGX_HTTP_CONDUCTOR_VERSION,
-                     "nginx", NGINX_VERSION,
-                     "time", (json_int_t) st->now);
-
-    obj = ngx_http_conductor_status_json_totals(json_object(), &st->totals);
+    /* "o" hands each value over to the tree, on failure too */
     providers = json_array();
     models = json_array();
 
-    if (json_object_set_new(root, "totals", obj) != 0
-        || json_object_set_new(root, "providers", providers) != 0
-        || json_object_set_new(root, "models", models) != 0)
-    {
-        goto failed;
+    root = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}",
+                     "module", "ngx_http_conductor_module",
+                     "version", NGX_HTTP_CONDUCTOR_VERSION,
+                     "nginx", NGINX_VERSION,
+                     "time", (json_int_t) st->now,
+                     "totals",
+                     ngx_http_conductor_status_json_totals(json_object(),
+                                                           &st->totals),
+                     "providers", providers,
+                     "models", models);
+    if (root == NULL) {
+        return NGX_ERROR;
     }
 
     it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
@@ -929,69 +944,67 @@ static json_t *
 ngx_http_conductor_status_json_totals(json_t *obj,
     ngx_http_conductor_node_t *n)
 {
-    json_t      *errors, *tokens;
-    ngx_uint_t   i;
-    uint64_t     t[NGX_HTTP_CONDUCTOR_NTOKENS];
-
-    errors = json_object();
-    tokens = json_object();
-
-    for (i = 0; errors && i < NGX_HTTP_CONDUCTOR_NERRORS; i++) {
-        if (json_object_set_new(errors,
-                                ngx_http_conductor_status_error_names[i],
-                                json_integer(n->errors[i]))
-            != 0)
-        {
-            goto failed;
-        }
-    }
+    json_t    *tokens;
+    uint64_t   t[NGX_HTTP_CONDUCTOR_STATUS_NTOKENS];
 
     ngx_http_conductor_status_tokens(n, t);
 
-    for (i = 0; tokens && i < NGX_HTTP_CONDUCTOR_NTOKENS; i++) {
-        if (json_object_set_new(tokens,
-                                ngx_http_conductor_status_token_names[i],
-                                json_integer(t[i]))
-            != 0)
-        {
-            goto failed;
-        }
-    }
+    tokens = ngx_http_conductor_status_json_counts(
+                 ngx_http_conductor_status_token_names, t,
+                 NGX_HTTP_CONDUCTOR_STATUS_NTOKENS);
 
     if (json_object_set_new(tokens, "total",
                             json_integer(n->prompt_tokens
                                          + n->completion_tokens))
         != 0)
     {
-        goto failed;
+        /* json_object_set_new() has freed what it was given, not tokens */
+        json_decref(tokens);
+        tokens = NULL;
     }
 
+    /* "o" hands errors and tokens over to the new object, on failure too */
+
     if (json_object_update_new(obj,
-            json_pack("{s:I, s:I, s:O, s:O, s:f, s:I, s:I}",
+            json_pack("{s:I, s:I, s:o, s:o, s:f, s:I, s:I}",
                       "requests", (json_int_t) n->requests,
                       "responses", (json_int_t) n->responses,
-                      "errors", errors,
+                      "errors", ngx_http_conductor_status_json_counts(
+                                    ngx_http_conductor_status_error_names,
+                                    n->errors, NGX_HTTP_CONDUCTOR_NERRORS),
                       "tokens", tokens,
                       "cost_usd", (double) n->cost / 1e12,
                       "estimated", (json_int_t) n->estimated,
                       "unpriced", (json_int_t) n->unpriced))
         != 0)
     {
-        goto failed;
+        json_decref(obj);
+        return NULL;
     }
 
-    json_decref(errors);
-    json_decref(tokens);
+    return obj;
+}
+
+
+/* {"name0": values[0], ...}: errors by class, tokens by type */
+
+static json_t *
+ngx_http_conductor_status_json_counts(const char **names, uint64_t *values,
+    ngx_uint_t n)
+{
+    json_t      *obj;
+    ngx_uint_t   i;
+
+    obj = json_object();
+
+    for (i = 0; obj && i < n; i++) {
+        if (json_object_set_new(obj, names[i], json_integer(values[i])) != 0) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
 
     return obj;
-
-failed:
-
-    json_decref(errors);
-    json_decref(tokens);
-    json_decref(obj);
-
-    return NULL;
 }
 
 
@@ -1173,17 +1186,17 @@ ngx_http_conductor_status_prometheus(ngx_http_conductor_status_t *st,
     ngx_http_conductor_status_out_t *out)
 {
     u_char                              *p;
-    ngx_uint_t                           f, i, j, n, scope;
+    const char                          *scope;
+    ngx_uint_t                           f, i, j, n;
     ngx_http_conductor_status_item_t    *it;
     ngx_http_conductor_status_value_t    v[NGX_HTTP_CONDUCTOR_NLIMITS];
     ngx_http_conductor_status_family_t  *fam;
 
-    for (scope = 0; scope < NGX_HTTP_CONDUCTOR_NSCOPES; scope++) {
-        it = st->items[scope];
+    for (f = 0; f < NGX_HTTP_CONDUCTOR_STATUS_NSCOPES; f++) {
+        it = st->items[f];
 
-        for (i = 0; i < st->nitems[scope]; i++) {
-            if (ngx_http_conductor_status_labels(st, &it[i], scope) != NGX_OK)
-            {
+        for (i = 0; i < st->nitems[f]; i++) {
+            if (ngx_http_conductor_status_labels(st, &it[i], f) != NGX_OK) {
                 return NGX_ERROR;
             }
         }
@@ -1193,20 +1206,18 @@ ngx_http_conductor_status_prometheus(ngx_http_conductor_status_t *st,
                     / sizeof(ngx_http_conductor_status_family_t); f++)
     {
         fam = &ngx_http_conductor_status_families[f];
+        scope = ngx_http_conductor_status_scope_names[fam->scope];
 
         p = ngx_http_conductor_status_room(out,
-                                           2 * NGX_HTTP_CONDUCTOR_SAMPLE_LEN);
+                                           2 * NGX_HTTP_CONDUCTOR_STATUS_LINE);
         if (p == NULL) {
             return NGX_ERROR;
         }
 
-        out->buf->last = ngx_sprintf(p,
-                            "# HELP conductor_%s_%s %s\n"
-                            "# TYPE conductor_%s_%s %s\n",
-                            ngx_http_conductor_status_scope_names[fam->scope],
-                            fam->name, fam->help,
-                            ngx_http_conductor_status_scope_names[fam->scope],
-                            fam->name, fam->type);
+        out->buf->last = ngx_sprintf(p, "# HELP conductor_%s_%s %s\n"
+                                        "# TYPE conductor_%s_%s %s\n",
+                                     scope, fam->name, fam->help,
+                                     scope, fam->name, fam->type);
 
         it = st->items[fam->scope];
 
@@ -1214,44 +1225,60 @@ ngx_http_conductor_status_prometheus(ngx_http_conductor_status_t *st,
             n = ngx_http_conductor_status_values(st, &it[i], fam->what, v);
 
             for (j = 0; j < n; j++) {
-                p = ngx_http_conductor_status_room(out,
-                                              it[i].labels.len
-                                              + NGX_HTTP_CONDUCTOR_SAMPLE_LEN);
-                if (p == NULL) {
+                if (ngx_http_conductor_status_sample(out, scope, fam, &it[i],
+                                                     &v[j])
+                    != NGX_OK)
+                {
                     return NGX_ERROR;
                 }
-
-                p = ngx_sprintf(p, "conductor_%s_%s{%V",
-                            ngx_http_conductor_status_scope_names[fam->scope],
-                            fam->name, &it[i].labels);
-
-                if (v[j].label) {
-                    p = ngx_sprintf(p, ",%s=\"%s\"",
-                              ngx_http_conductor_status_label_names[fam->what],
-                              v[j].label);
-                }
-
-                switch (v[j].unit) {
-
-                case NGX_HTTP_CONDUCTOR_U_MSEC:
-                    p = ngx_sprintf(p, "} %uL.%03uL\n",
-                                    v[j].value / 1000, v[j].value % 1000);
-                    break;
-
-                case NGX_HTTP_CONDUCTOR_U_PICO:
-                    p = ngx_http_conductor_cpy(p, "} ");
-                    p = ngx_http_conductor_format_cost(p, v[j].value);
-                    *p++ = '\n';
-                    break;
-
-                default:
-                    p = ngx_sprintf(p, "} %uL\n", v[j].value);
-                }
-
-                out->buf->last = p;
             }
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* name{labels[,label="value"]} value */
+
+static ngx_int_t
+ngx_http_conductor_status_sample(ngx_http_conductor_status_out_t *out,
+    const char *scope, ngx_http_conductor_status_family_t *fam,
+    ngx_http_conductor_status_item_t *it, ngx_http_conductor_status_value_t *v)
+{
+    u_char  *p;
+
+    p = ngx_http_conductor_status_room(out, it->labels.len
+                                            + NGX_HTTP_CONDUCTOR_STATUS_LINE);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(p, "conductor_%s_%s{%V", scope, fam->name, &it->labels);
+
+    if (v->label) {
+        p = ngx_sprintf(p, ",%s=\"%s\"",
+                        ngx_http_conductor_status_label_names[fam->what],
+                        v->label);
+    }
+
+    switch (v->unit) {
+
+    case NGX_HTTP_CONDUCTOR_U_MSEC:
+        p = ngx_sprintf(p, "} %uL.%03uL\n", v->value / 1000, v->value % 1000);
+        break;
+
+    case NGX_HTTP_CONDUCTOR_U_PICO:
+        p = ngx_http_conductor_cpy(p, "} ");
+        p = ngx_http_conductor_format_cost(p, v->value);
+        *p++ = '\n';
+        break;
+
+    default:
+        p = ngx_sprintf(p, "} %uL\n", v->value);
+    }
+
+    out->buf->last = p;
 
     return NGX_OK;
 }
@@ -1368,7 +1395,7 @@ ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
     ngx_http_conductor_status_value_t *v)
 {
     time_t                      period;
-    uint64_t                    used, t[NGX_HTTP_CONDUCTOR_NTOKENS];
+    uint64_t                    used, t[NGX_HTTP_CONDUCTOR_STATUS_NTOKENS];
     ngx_uint_t                  i, n;
     ngx_http_conductor_node_t  *node;
 
@@ -1399,13 +1426,13 @@ ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
     case NGX_HTTP_CONDUCTOR_M_TOKENS:
         ngx_http_conductor_status_tokens(node, t);
 
-        for (i = 0; i < NGX_HTTP_CONDUCTOR_NTOKENS; i++) {
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_STATUS_NTOKENS; i++) {
             v[i].label = ngx_http_conductor_status_token_names[i];
             v[i].value = t[i];
             v[i].unit = NGX_HTTP_CONDUCTOR_U_COUNT;
         }
 
-        return NGX_HTTP_CONDUCTOR_NTOKENS;
+        return NGX_HTTP_CONDUCTOR_STATUS_NTOKENS;
 
     case NGX_HTTP_CONDUCTOR_M_COST:
         v[0].value = node->cost;
