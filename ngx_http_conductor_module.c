@@ -22,6 +22,9 @@ static char *ngx_http_conductor_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 
+extern ngx_module_t  ngx_http_proxy_module;
+
+
 static ngx_conf_num_bounds_t  ngx_http_conductor_retries_bounds = {
     ngx_conf_check_num_bounds, 0, NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS - 1
 };
@@ -84,6 +87,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_conductor_loc_conf_t, retries),
       &ngx_http_conductor_retries_bounds },
+
+    { ngx_string("conductor_failover"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_failover_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("conductor_queue"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -181,7 +191,7 @@ ngx_module_t  ngx_http_conductor_module = {
     NGX_HTTP_MODULE,                        /* module type */
     NULL,                                   /* init master */
     NULL,                                   /* init module */
-    NULL,                                   /* init process */
+    ngx_http_conductor_health_init_process, /* init process */
     NULL,                                   /* init thread */
     NULL,                                   /* exit thread */
     NULL,                                   /* exit process */
@@ -305,6 +315,7 @@ ngx_http_conductor_create_loc_conf(ngx_conf_t *cf)
     lcf->unknown_reject = NGX_CONF_UNSET_UINT;
     lcf->response_headers = NGX_CONF_UNSET;
     lcf->allow_override = NGX_CONF_UNSET;
+    lcf->failover = NGX_CONF_UNSET_UINT;
     lcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     lcf->queue_max = NGX_CONF_UNSET_UINT;
 
@@ -318,6 +329,8 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_conductor_loc_conf_t *prev = parent;
     ngx_http_conductor_loc_conf_t *conf = child;
 
+    ngx_http_upstream_conf_t  *ucf;
+
     /* route and models are per location: not inherited */
     ngx_conf_init_value(conf->route, 0);
     ngx_conf_init_value(conf->models, 0);
@@ -329,6 +342,18 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->response_headers, prev->response_headers, 1);
     ngx_conf_merge_value(conf->allow_override, prev->allow_override, 0);
     ngx_conf_merge_msec_value(conf->queue_timeout, prev->queue_timeout, 0);
+    ngx_conf_merge_uint_value(conf->failover, prev->failover,
+                              NGX_CONF_UNSET_UINT);
+
+    /*
+     * conductor_failover decides what the proxy retries, in place of
+     * proxy_next_upstream: the proxy module's location conf starts with
+     * its ngx_http_upstream_conf_t, and it is merged before this module.
+     */
+    if (conf->route && conf->failover != NGX_CONF_UNSET_UINT) {
+        ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
+        ucf->next_upstream = conf->failover;
+    }
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 1000);
 
     return NGX_CONF_OK;

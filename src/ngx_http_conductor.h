@@ -42,7 +42,7 @@
 #define NGX_HTTP_CONDUCTOR_NLIMITS      6
 
 #define NGX_HTTP_CONDUCTOR_MAX_MEMBERS  128
-#define NGX_HTTP_CONDUCTOR_MAX_CANDS    64
+#define NGX_HTTP_CONDUCTOR_MAX_CANDS    256
 #define NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS 16
 #define NGX_HTTP_CONDUCTOR_MAX_EDITS    8
 #define NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS  4
@@ -106,6 +106,8 @@ typedef struct {
     ngx_uint_t                        backoff;   /* 429s in a row */
     ngx_uint_t                        unhealthy; /* health check: provider */
     uint64_t                          health_next;  /* epoch ms */
+    ngx_uint_t                        health_fails;   /* in a row */
+    ngx_uint_t                        health_passes;  /* in a row */
 
     /* requests and tokens per minute, hour and day (rpm tpm rph ...) */
     ngx_http_conductor_window_t       win[NGX_HTTP_CONDUCTOR_NLIMITS];
@@ -178,6 +180,17 @@ struct ngx_http_conductor_provider_s {
 #endif
     u_char                           *file;
     ngx_uint_t                        line;
+
+    /* health_check interval= uri= timeout= fails= passes= */
+    ngx_msec_t                        hc_interval;   /* 0: none */
+    ngx_msec_t                        hc_timeout;
+    ngx_str_t                         hc_request;    /* the whole request */
+    ngx_uint_t                        hc_fails;
+    ngx_uint_t                        hc_passes;
+#if (NGX_HTTP_SSL)
+    ngx_ssl_t                        *hc_ssl;
+#endif
+
     unsigned                          ssl:1;
 };
 
@@ -224,6 +237,8 @@ typedef struct {
     ngx_uint_t                        nkeys;
     ngx_uint_t                        breaker_failures;
     ngx_msec_t                        breaker_timeout;
+    u_char                           *zone_file;   /* of conductor_zone */
+    ngx_uint_t                        zone_line;
 } ngx_http_conductor_main_conf_t;
 
 
@@ -237,6 +252,7 @@ typedef struct {
     ngx_flag_t                        allow_override;
     ngx_msec_t                        mock_delay;  /* between mock events */
     ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
+    ngx_uint_t                        failover;  /* next_upstream mask */
     ngx_msec_t                        queue_timeout;   /* 0: no queue */
     ngx_uint_t                        queue_max;
 } ngx_http_conductor_loc_conf_t;
@@ -270,7 +286,8 @@ typedef struct {
 
     ngx_http_conductor_cand_t        *cands;
     ngx_uint_t                        ncands;
-    uint64_t                          tried;     /* bitmap over cands */
+    uint64_t                          tried[NGX_HTTP_CONDUCTOR_MAX_CANDS
+                                            / 64];  /* bitmap over cands */
     ngx_http_conductor_cand_t        *cand;      /* the current attempt's */
     ngx_http_conductor_cand_t        *winner;    /* the one that answered */
     ngx_uint_t                        attempts;
@@ -350,6 +367,8 @@ char *ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_conductor_failover_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
     ngx_http_conductor_main_conf_t *cmcf);
 ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
@@ -366,6 +385,11 @@ void ngx_http_conductor_window_add(ngx_http_conductor_window_t *w,
 void ngx_http_conductor_window_sub(ngx_http_conductor_window_t *w,
     time_t period, time_t now, time_t when, uint64_t n);
 u_char *ngx_http_conductor_format_cost(u_char *p, uint64_t pico);
+
+/* health */
+char *ngx_http_conductor_health_conf(ngx_conf_t *cf,
+    ngx_http_conductor_provider_t *p);
+ngx_int_t ngx_http_conductor_health_init_process(ngx_cycle_t *cycle);
 
 /* status */
 char *ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -460,7 +460,9 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
                       status);
     }
 
-    if (!(state & NGX_PEER_FAILED)) {
+    /* state 0: this attempt's answer is the client's (a retried 403/404
+     * comes as NGX_PEER_NEXT) */
+    if (state == 0) {
         ctx->winner = ctx->cand;
     }
 

@@ -131,6 +131,9 @@ ngx_http_conductor_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cmcf->shm_zone->init = ngx_http_conductor_init_zone;
     cmcf->shm_zone->data = cmcf;
 
+    cmcf->zone_file = cf->conf_file->file.name.data;
+    cmcf->zone_line = cf->conf_file->line;
+
     return NGX_CONF_OK;
 }
 
@@ -295,6 +298,12 @@ ngx_http_conductor_provider_line(ngx_conf_t *cf, ngx_command_t *dummy,
 
     if (value[0].len == 5 && ngx_strncmp(value[0].data, "price", 5) == 0) {
         return ngx_http_conductor_parse_price(cf, p);
+    }
+
+    if (value[0].len == 12
+        && ngx_strncmp(value[0].data, "health_check", 12) == 0)
+    {
+        return ngx_http_conductor_health_conf(cf, p);
     }
 
     /* a shared price list: "include pricing.conf;" inside the block */
@@ -1025,6 +1034,82 @@ invalid:
                        "invalid parameter \"%V\": expected failures=N or "
                        "timeout=TIME", &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+/* conductor_failover 429 5xx timeout error auth | off */
+
+char *
+ngx_http_conductor_failover_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_conductor_loc_conf_t *lcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i, j, mask;
+
+    static struct {
+        ngx_str_t   name;
+        ngx_uint_t  mask;
+    } classes[] = {
+        { ngx_string("429"), NGX_HTTP_UPSTREAM_FT_HTTP_429 },
+        { ngx_string("5xx"), NGX_HTTP_UPSTREAM_FT_HTTP_500
+                             |NGX_HTTP_UPSTREAM_FT_HTTP_502
+                             |NGX_HTTP_UPSTREAM_FT_HTTP_503
+                             |NGX_HTTP_UPSTREAM_FT_HTTP_504 },
+        { ngx_string("500"), NGX_HTTP_UPSTREAM_FT_HTTP_500 },
+        { ngx_string("502"), NGX_HTTP_UPSTREAM_FT_HTTP_502 },
+        { ngx_string("503"), NGX_HTTP_UPSTREAM_FT_HTTP_503 },
+        { ngx_string("504"), NGX_HTTP_UPSTREAM_FT_HTTP_504 },
+        { ngx_string("timeout"), NGX_HTTP_UPSTREAM_FT_TIMEOUT },
+        { ngx_string("error"), NGX_HTTP_UPSTREAM_FT_ERROR
+                               |NGX_HTTP_UPSTREAM_FT_INVALID_HEADER },
+        /* nginx can retry a 403, not a 401 (that key is disabled still) */
+        { ngx_string("auth"), NGX_HTTP_UPSTREAM_FT_HTTP_403 },
+        { ngx_null_string, 0 }
+    };
+
+    if (lcf->failover != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && value[1].len == 3
+        && ngx_strncmp(value[1].data, "off", 3) == 0)
+    {
+        lcf->failover = NGX_HTTP_UPSTREAM_FT_OFF;
+        return NGX_CONF_OK;
+    }
+
+    /* the body is read before the first attempt: a POST may be re-sent */
+    mask = NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        for (j = 0; classes[j].name.len; j++) {
+            if (classes[j].name.len == value[i].len
+                && ngx_strncmp(classes[j].name.data, value[i].data,
+                               value[i].len)
+                   == 0)
+            {
+                mask |= classes[j].mask;
+                break;
+            }
+        }
+
+        if (classes[j].name.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\": expected 429, 5xx, "
+                               "500, 502, 503, 504, timeout, error, auth or "
+                               "off", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lcf->failover = mask;
+
+    return NGX_CONF_OK;
 }
 
 

@@ -117,7 +117,8 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    cand = ctx->winner ? ctx->winner : ctx->cand;
+    /* before the balancer's free: the answering attempt is the current */
+    cand = ctx->cand;
 
     if (ngx_http_conductor_add_header(r, "X-Conductor-Provider",
                                       &cand->provider->name)

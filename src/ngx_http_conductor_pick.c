@@ -105,7 +105,7 @@ ngx_http_conductor_pick(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx)
 
     ngx_http_conductor_shm_unlock(cmcf);
 
-    ctx->tried |= (uint64_t) 1 << pick->index;
+    ctx->tried[pick->index / 64] |= (uint64_t) 1 << (pick->index % 64);
     ctx->inflight = 1;
     ctx->reserved = ctx->estimate;
     ctx->reserved_at = now;
@@ -164,7 +164,7 @@ ngx_http_conductor_wait(ngx_http_conductor_ctx_t *ctx,
     ngx_http_conductor_key_t   *key;
     ngx_http_conductor_node_t  *kn, *pn;
 
-    if (ctx->tried & ((uint64_t) 1 << c->index)) {
+    if (ctx->tried[c->index / 64] & ((uint64_t) 1 << (c->index % 64))) {
         return NGX_HTTP_CONDUCTOR_NEVER;
     }
 

@@ -130,9 +130,12 @@ nomem:
     /* refusing the configuration keeps the running one and its limits */
     ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                   "conductor zone \"%V\" (%uz bytes) is too small for %ui "
-                  "keys and %ui models: raise the size in conductor_zone",
-                  &shm_zone->shm.name, shm_zone->shm.size, cmcf->nkeys,
-                  cmcf->models.nelts);
+                  "keys and %ui models: raise the size of conductor_zone "
+                  "in %s:%ui", &shm_zone->shm.name, shm_zone->shm.size,
+                  cmcf->nkeys, cmcf->models.nelts,
+                  cmcf->zone_file ? cmcf->zone_file
+                                  : (u_char *) "(the default zone)",
+                  cmcf->zone_line);
 
     return NGX_ERROR;
 }

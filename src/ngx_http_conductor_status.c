@@ -1015,12 +1015,19 @@ ngx_http_conductor_status_json_provider(ngx_http_conductor_status_t *st,
     json_t      *obj, *list;
     ngx_uint_t   i;
 
-    obj = json_pack("{s:o, s:o, s:s}",
+    obj = json_pack("{s:o, s:o, s:s, s:b, s:o}",
                     "name", ngx_http_conductor_status_json_str(st, &p->name),
                     "url",
                     ngx_http_conductor_status_json_str(st, &p->provider->url),
                     "api", p->provider->api == NGX_HTTP_CONDUCTOR_ANTHROPIC
-                           ? "anthropic" : "openai");
+                           ? "anthropic" : "openai",
+                    "healthy", !p->node.unhealthy,
+                    "breaker",
+                    json_string(p->node.breaker == NGX_HTTP_CONDUCTOR_OPEN
+                                ? "open"
+                                : p->node.breaker
+                                  == NGX_HTTP_CONDUCTOR_HALF_OPEN
+                                  ? "half_open" : "closed"));
 
     obj = ngx_http_conductor_status_json_totals(obj, &p->node);
     list = json_array();

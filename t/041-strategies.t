@@ -486,3 +486,19 @@ is scalar(grep { ($_->{status} // 0) == 200 } @all), scalar(@all), 'every reques
 my $keys = tally(map { $_->{key} } @{ mock_requests() });
 is $keys->{sa}, 3, 'exactly 3 to the rpm=3 key';
 is $keys->{sb}, @all - 3, 'the rest to the next key';
+
+=== TEST 18: routing.provider naming a provider that does not serve the model is the client's error
+--- http_config
+conductor_zone conductor:1m;
+conductor_provider p1 { url http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1;  key a sa; }
+conductor_provider p2 { url http://127.0.0.1:$TEST_NGINX_MOCK_PORT2/v1; key c sc; }
+conductor_model m { p1 m1; }
+conductor_allow_override on;
+upstream conductor_backend { conductor_balancer; }
+--- request_eval
+chat('m', routing => '{"provider":"p2"}')
+--- error_code: 400
+--- checks
+is $resp->{json}{error}{type}, 'invalid_request_error', 'OpenAI error object of a client error';
+ok !defined $resp->{headers}{'retry-after'}, 'no Retry-After: nothing is limited';
+is scalar(@$mock), 0, 'nothing went upstream';
