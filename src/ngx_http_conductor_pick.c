@@ -28,6 +28,10 @@ static ngx_http_conductor_cand_t *ngx_http_conductor_round_robin(
     ngx_uint_t n);
 static ngx_http_conductor_cand_t *ngx_http_conductor_weighted(
     ngx_http_conductor_cand_t **el, ngx_uint_t n, ngx_uint_t r);
+static ngx_http_conductor_cand_t *ngx_http_conductor_least_loaded(
+    ngx_http_conductor_cand_t **el, ngx_uint_t n);
+static void ngx_http_conductor_remaining(ngx_http_conductor_cand_t *c,
+    time_t now, uint64_t *requests, uint64_t *tokens);
 static uint64_t ngx_http_conductor_score(ngx_http_conductor_ctx_t *ctx,
     ngx_http_conductor_cand_t *c, time_t now);
 
@@ -291,6 +295,8 @@ ngx_http_conductor_choose(ngx_http_conductor_ctx_t *ctx,
         return ngx_http_conductor_weighted(el, n, (ngx_uint_t) ngx_random());
 
     case NGX_HTTP_CONDUCTOR_LEAST_LOADED:
+        return ngx_http_conductor_least_loaded(el, n);
+
     case NGX_HTTP_CONDUCTOR_LEAST_USED:
     case NGX_HTTP_CONDUCTOR_LEAST_LATENCY:
     case NGX_HTTP_CONDUCTOR_LEAST_COST:
@@ -316,8 +322,7 @@ ngx_http_conductor_choose(ngx_http_conductor_ctx_t *ctx,
 
 
 /*
- * Lower is better.  least_loaded: the largest share of the key's limits
- * (and concurrency) in use; least_used: requests in the last minute;
+ * Lower is better.  least_used: requests in the last minute;
  * least_latency: the time-to-first-byte average, an unmeasured key first
  * so that every key gets measured; least_cost: the model's list price, an
  * unpriced one last.
@@ -327,36 +332,11 @@ static uint64_t
 ngx_http_conductor_score(ngx_http_conductor_ctx_t *ctx,
     ngx_http_conductor_cand_t *c, time_t now)
 {
-    uint64_t                    used, share, worst;
-    ngx_uint_t                  i;
-    ngx_http_conductor_key_t   *key;
     ngx_http_conductor_node_t  *node;
 
-    key = c->key;
-    node = key->node;
+    node = c->key->node;
 
     switch (ctx->strategy) {
-
-    case NGX_HTTP_CONDUCTOR_LEAST_LOADED:
-        worst = 0;
-
-        for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
-            if (key->limit[i]) {
-                used = ngx_http_conductor_window_value(&node->win[i],
-                                                 ngx_http_conductor_periods[i],
-                                                 now);
-                share = used * 1000000 / key->limit[i];
-                worst = ngx_max(worst, share);
-            }
-        }
-
-        if (key->max_inflight) {
-            share = node->inflight * 1000000 / key->max_inflight;
-            worst = ngx_max(worst, share);
-        }
-
-        /* keys without limits compare by what they carry now */
-        return worst * 1000 + node->inflight;
 
     case NGX_HTTP_CONDUCTOR_LEAST_USED:
         return ngx_http_conductor_window_value(
@@ -372,6 +352,81 @@ ngx_http_conductor_score(ngx_http_conductor_ctx_t *ctx,
         }
 
         return c->price->input + c->price->output;
+    }
+}
+
+
+/*
+ * The most remaining requests, then tokens (the seed's least_loaded); a
+ * key without limits has room without end, and then the fewest in flight
+ * decides.
+ */
+
+static ngx_http_conductor_cand_t *
+ngx_http_conductor_least_loaded(ngx_http_conductor_cand_t **el, ngx_uint_t n)
+{
+    time_t                      now;
+    uint64_t                    req, tok, best_req, best_tok;
+    ngx_uint_t                  i;
+    ngx_http_conductor_cand_t  *pick;
+
+    now = ngx_time();
+    pick = el[0];
+    ngx_http_conductor_remaining(pick, now, &best_req, &best_tok);
+
+    for (i = 1; i < n; i++) {
+        ngx_http_conductor_remaining(el[i], now, &req, &tok);
+
+        if (req > best_req
+            || (req == best_req
+                && (tok > best_tok
+                    || (tok == best_tok
+                        && el[i]->key->node->inflight
+                           < pick->key->node->inflight))))
+        {
+            pick = el[i];
+            best_req = req;
+            best_tok = tok;
+        }
+    }
+
+    return pick;
+}
+
+
+static void
+ngx_http_conductor_remaining(ngx_http_conductor_cand_t *c, time_t now,
+    uint64_t *requests, uint64_t *tokens)
+{
+    uint64_t                    used, left, *to;
+    ngx_uint_t                  i;
+    ngx_http_conductor_key_t   *key;
+    ngx_http_conductor_node_t  *node;
+
+    key = c->key;
+    node = key->node;
+
+    *requests = (uint64_t) -1;
+    *tokens = (uint64_t) -1;
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+
+        if (key->limit[i] == 0) {
+            continue;
+        }
+
+        used = ngx_http_conductor_window_value(&node->win[i],
+                                               ngx_http_conductor_periods[i],
+                                               now);
+        left = used < key->limit[i] ? key->limit[i] - used : 0;
+        to = (i & 1) ? tokens : requests;
+        *to = ngx_min(*to, left);
+    }
+
+    if (key->max_inflight) {
+        left = node->inflight < key->max_inflight
+               ? key->max_inflight - node->inflight : 0;
+        *requests = ngx_min(*requests, left);
     }
 }
 

@@ -28,6 +28,7 @@ static void ngx_http_conductor_queue_handler(ngx_event_t *ev);
 static void ngx_http_conductor_queue_cleanup(void *data);
 static void ngx_http_conductor_dequeue(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_no_room(ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_routing(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m);
 static ngx_int_t ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx,
@@ -359,6 +360,20 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         if (rc != NGX_OK) {
             return rc;
         }
+
+        if (ctx->only) {
+            for (n = 0; n < ctx->ncands; n++) {
+                if (ctx->cands[n].provider == ctx->only) {
+                    break;
+                }
+            }
+
+            if (n == ctx->ncands) {
+                ctx->error = "\"routing.provider\" does not serve this model "
+                             "for this API";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+        }
     }
 
     cand = ngx_http_conductor_pick(r, ctx);
@@ -370,8 +385,7 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
             return NGX_DONE;
         }
 
-        ctx->error = "every key that serves this model is at its limit";
-        return NGX_HTTP_TOO_MANY_REQUESTS;
+        return ngx_http_conductor_no_room(ctx);
     }
 
     if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
@@ -479,8 +493,7 @@ done:
     ngx_http_conductor_dequeue(r, ctx);
 
     if (cand == NULL) {
-        ctx->error = "every key that serves this model is at its limit";
-        ctx->status = NGX_HTTP_TOO_MANY_REQUESTS;
+        ctx->status = ngx_http_conductor_no_room(ctx);
 
     } else if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
         ctx->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -494,6 +507,26 @@ done:
 
     ngx_http_core_run_phases(r);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * 429 when a key frees up in time (Retry-After says when); 503 when none
+ * ever will for this request (every key disabled or unhealthy).
+ */
+
+static ngx_int_t
+ngx_http_conductor_no_room(ngx_http_conductor_ctx_t *ctx)
+{
+    if (ctx->retry_after == (ngx_msec_t) -1) {
+        ctx->retry_after = 0;
+        ctx->error = "no key can serve this model now: every key is "
+                     "disabled or its provider unhealthy";
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ctx->error = "every key that serves this model is at its limit";
+    return NGX_HTTP_TOO_MANY_REQUESTS;
 }
 
 
