@@ -169,6 +169,7 @@ struct ngx_http_conductor_provider_s {
     ngx_str_t                         host;      /* Host header */
     ngx_str_t                         sni;       /* host without port */
     ngx_str_t                         prefix;    /* path, no trailing / */
+    in_port_t                         port;
     ngx_addr_t                       *addrs;
     ngx_uint_t                        naddrs;
     ngx_uint_t                        index;

@@ -22,6 +22,8 @@ static char *ngx_http_conductor_model_line(ngx_conf_t *cf,
     ngx_command_t *dummy, void *conf);
 static char *ngx_http_conductor_parse_url(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p, ngx_str_t *url);
+static char *ngx_http_conductor_resolve(ngx_conf_t *cf,
+    ngx_http_conductor_provider_t *p, ngx_str_t *host);
 static char *ngx_http_conductor_parse_key(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p);
 static char *ngx_http_conductor_parse_price(ngx_conf_t *cf,
@@ -145,7 +147,7 @@ ngx_http_conductor_provider_block(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_conductor_main_conf_t *cmcf = conf;
 
     char                           *rv;
-    ngx_str_t                      *value;
+    ngx_str_t                      *value, host;
     ngx_uint_t                      i;
     ngx_conf_t                      save;
     ngx_http_conductor_key_t       *key;
@@ -216,6 +218,21 @@ ngx_http_conductor_provider_block(ngx_conf_t *cf, ngx_command_t *cmd,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "conductor_provider \"%V\" has no key", &p->name);
         return NGX_CONF_ERROR;
+    }
+
+    if (p->addrs == NULL) {
+        host.len = p->sni.len + 1 + NGX_INT_T_LEN;
+        host.data = ngx_pnalloc(cf->pool, host.len);
+        if (host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        host.len = ngx_sprintf(host.data, "%V:%d", &p->sni, (int) p->port)
+                   - host.data;
+
+        if (ngx_http_conductor_resolve(cf, p, &host) != NGX_CONF_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     /* the header value is known only now that "api" may have been given */
@@ -296,6 +313,20 @@ ngx_http_conductor_provider_line(ngx_conf_t *cf, ngx_command_t *dummy,
         return ngx_http_conductor_parse_key(cf, p);
     }
 
+    if (value[0].len == 7 && ngx_strncmp(value[0].data, "address", 7) == 0) {
+
+        if (cf->args->nelts != 2) {
+            goto invalid_args;
+        }
+
+        if (p->addrs) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate address");
+            return NGX_CONF_ERROR;
+        }
+
+        return ngx_http_conductor_resolve(cf, p, &value[1]);
+    }
+
     if (value[0].len == 5 && ngx_strncmp(value[0].data, "price", 5) == 0) {
         return ngx_http_conductor_parse_price(cf, p);
     }
@@ -372,17 +403,11 @@ ngx_http_conductor_parse_url(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
     u.url.len = url->len - add;
     u.default_port = port;
     u.uri_part = 1;
+    u.no_resolve = 1;
 
-    /* resolved here, at configuration time: a worker never resolves */
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in url \"%V\"",
                            u.err ? u.err : "invalid host", url);
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.naddrs == 0 || u.host.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "host not found in url \"%V\"", url);
         return NGX_CONF_ERROR;
     }
 
@@ -396,9 +421,8 @@ ngx_http_conductor_parse_url(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
     }
 
     p->url = *url;
-    p->addrs = u.addrs;
-    p->naddrs = u.naddrs;
     p->sni = u.host;
+    p->port = u.port;
 
     if (u.no_port || u.port == port) {
         p->host = u.host;
@@ -418,6 +442,39 @@ ngx_http_conductor_parse_url(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
     while (p->prefix.len && p->prefix.data[p->prefix.len - 1] == '/') {
         p->prefix.len--;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The addresses to connect to, resolved here, at configuration time: a
+ * worker never resolves.  By default the url's host; "address" connects
+ * elsewhere (a pinned or private endpoint) while Host, SNI and the
+ * certificate check keep the url's name.
+ */
+
+static char *
+ngx_http_conductor_resolve(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
+    ngx_str_t *host)
+{
+    ngx_url_t  u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *host;
+    u.default_port = p->port ? p->port : (p->ssl ? 443 : 80);
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s in \"%V\" of provider \"%V\"",
+                           u.err ? u.err : "host not found", host, &p->name);
+        return NGX_CONF_ERROR;
+    }
+
+    p->addrs = u.addrs;
+    p->naddrs = u.naddrs;
 
     return NGX_CONF_OK;
 }
