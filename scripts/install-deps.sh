@@ -12,7 +12,7 @@ packages=(
     redis-server                                 # fleet tests
     libtest-base-perl                            # the t/lib harness
     nodejs npm                                   # mock provider, SDK tests
-    wrk valgrind curl ca-certificates            # bench, sanitizer run
+    wrk valgrind curl ca-certificates openssl            # bench, sanitizer run
     chromium                                     # the status page test
 )
 
