@@ -46,6 +46,8 @@
 #define NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS 16
 #define NGX_HTTP_CONDUCTOR_MAX_EDITS    8
 #define NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS  4
+#define NGX_HTTP_CONDUCTOR_MAX_SPLICE                                       \
+    (NGX_HTTP_CONDUCTOR_MAX_EDITS + NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS)
 
 /* strategies */
 #define NGX_HTTP_CONDUCTOR_ROUND_ROBIN    0
@@ -175,7 +177,7 @@ struct ngx_http_conductor_provider_s {
     ngx_uint_t                        index;
     ngx_http_conductor_node_t        *node;
     ngx_array_t                       keys;      /* ngx_http_conductor_key_t */
-    ngx_array_t                       prices;    /* ngx_http_conductor_price_t */
+    ngx_array_t                       prices;    /* of price_t */
 #if (NGX_HTTP_SSL)
     ngx_ssl_session_t                *ssl_session;  /* per worker */
 #endif
@@ -219,7 +221,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                         name;
-    ngx_array_t                       targets;   /* ngx_http_conductor_target_t */
+    ngx_array_t                       targets;   /* of target_t */
     ngx_array_t                       cands[NGX_HTTP_CONDUCTOR_NDIALECTS];
     ngx_http_conductor_node_t        *node;
     unsigned                          builtin:1;
@@ -379,6 +381,8 @@ ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
 ngx_int_t ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 void ngx_http_conductor_shm_lock(ngx_http_conductor_main_conf_t *cmcf);
 void ngx_http_conductor_shm_unlock(ngx_http_conductor_main_conf_t *cmcf);
+time_t ngx_http_conductor_window_view(ngx_http_conductor_window_t *w,
+    time_t period, time_t now, uint64_t *prev, uint64_t *cur);
 uint64_t ngx_http_conductor_window_value(ngx_http_conductor_window_t *w,
     time_t period, time_t now);
 void ngx_http_conductor_window_add(ngx_http_conductor_window_t *w,

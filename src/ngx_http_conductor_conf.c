@@ -16,6 +16,8 @@ typedef struct {
 } ngx_http_conductor_builtin_t;
 
 
+static char *ngx_http_conductor_parse_block(ngx_conf_t *cf,
+    ngx_conf_handler_pt handler, void *conf);
 static char *ngx_http_conductor_provider_line(ngx_conf_t *cf,
     ngx_command_t *dummy, void *conf);
 static char *ngx_http_conductor_model_line(ngx_conf_t *cf,
@@ -149,7 +151,6 @@ ngx_http_conductor_provider_block(ngx_conf_t *cf, ngx_command_t *cmd,
     char                           *rv;
     ngx_str_t                      *value, host;
     ngx_uint_t                      i;
-    ngx_conf_t                      save;
     ngx_http_conductor_key_t       *key;
     ngx_http_conductor_provider_t  *p, **pp;
 
@@ -196,14 +197,8 @@ ngx_http_conductor_provider_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     *pp = p;
 
-    save = *cf;
-    cf->handler = ngx_http_conductor_provider_line;
-    cf->handler_conf = (char *) p;
-
-    rv = ngx_conf_parse(cf, NULL);
-
-    *cf = save;
-
+    rv = ngx_http_conductor_parse_block(cf, ngx_http_conductor_provider_line,
+                                        p);
     if (rv != NGX_CONF_OK) {
         return rv;
     }
@@ -257,6 +252,27 @@ ngx_http_conductor_provider_block(ngx_conf_t *cf, ngx_command_t *cmd,
     cmcf->nkeys += p->keys.nelts;
 
     return NGX_CONF_OK;
+}
+
+
+/* a block whose lines are not nginx directives: each goes to handler */
+
+static char *
+ngx_http_conductor_parse_block(ngx_conf_t *cf, ngx_conf_handler_pt handler,
+    void *conf)
+{
+    char        *rv;
+    ngx_conf_t   save;
+
+    save = *cf;
+    cf->handler = handler;
+    cf->handler_conf = conf;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    return rv;
 }
 
 
@@ -846,7 +862,6 @@ ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     char                        *rv;
     ngx_str_t                   *value;
-    ngx_conf_t                   save;
     ngx_http_conductor_model_t  *m, **mp;
 
     value = cf->args->elts;
@@ -877,14 +892,7 @@ ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    save = *cf;
-    cf->handler = ngx_http_conductor_model_line;
-    cf->handler_conf = (char *) m;
-
-    rv = ngx_conf_parse(cf, NULL);
-
-    *cf = save;
-
+    rv = ngx_http_conductor_parse_block(cf, ngx_http_conductor_model_line, m);
     if (rv != NGX_CONF_OK) {
         return rv;
     }
@@ -1347,7 +1355,9 @@ ngx_http_conductor_init_models(ngx_conf_t *cf,
         t = m[i]->targets.elts;
 
         for (j = 0; j < m[i]->targets.nelts; j++) {
-            if (ngx_http_conductor_add_cands(cf, &m[i]->cands[t[j].provider->api],
+            d = t[j].provider->api;
+
+            if (ngx_http_conductor_add_cands(cf, &m[i]->cands[d],
                                              t[j].provider, &t[j].model,
                                              t[j].priority, t[j].weight)
                 != NGX_OK)

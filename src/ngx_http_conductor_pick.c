@@ -236,23 +236,10 @@ static ngx_msec_t
 ngx_http_conductor_window_wait(ngx_http_conductor_window_t *w, time_t period,
     time_t now, uint64_t limit, uint64_t need)
 {
-    time_t    start, elapsed, at;
+    time_t    elapsed, at;
     uint64_t  prev, cur;
 
-    start = now - now % period;
-    elapsed = now - start;
-
-    if (w->start == start) {
-        prev = w->prev;
-        cur = w->cur;
-
-    } else if (w->start == start - period) {
-        prev = w->cur;
-        cur = 0;
-
-    } else {
-        return 0;
-    }
+    elapsed = ngx_http_conductor_window_view(w, period, now, &prev, &cur);
 
     if (prev * (period - elapsed) / period + cur + need <= limit) {
         return 0;

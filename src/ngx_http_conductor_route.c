@@ -877,8 +877,7 @@ ngx_http_conductor_set_candidate(ngx_http_request_t *r,
     ngx_str_t                       *path;
     ngx_uint_t                       i, j, k, n;
     ngx_chain_t                     *cl;
-    ngx_http_conductor_json_edit_t   edits[NGX_HTTP_CONDUCTOR_MAX_EDITS
-                                           + NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS];
+    ngx_http_conductor_json_edit_t   edits[NGX_HTTP_CONDUCTOR_MAX_SPLICE];
 
     ctx->cand = cand;
 

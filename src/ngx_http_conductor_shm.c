@@ -269,28 +269,45 @@ ngx_http_conductor_window_rotate(ngx_http_conductor_window_t *w,
 }
 
 
-uint64_t
-ngx_http_conductor_window_value(ngx_http_conductor_window_t *w,
-    time_t period, time_t now)
+/*
+ * The buckets as they stand at now, without moving them: the window of a
+ * key nobody used for a while is read as empty.  Returns the seconds
+ * elapsed in the current bucket.
+ */
+
+time_t
+ngx_http_conductor_window_view(ngx_http_conductor_window_t *w, time_t period,
+    time_t now, uint64_t *prev, uint64_t *cur)
 {
-    time_t    start, elapsed;
-    uint64_t  prev, cur;
+    time_t  start;
 
     start = now - now % period;
 
     if (w->start == start) {
-        prev = w->prev;
-        cur = w->cur;
+        *prev = w->prev;
+        *cur = w->cur;
 
     } else if (w->start == start - period) {
-        prev = w->cur;
-        cur = 0;
+        *prev = w->cur;
+        *cur = 0;
 
     } else {
-        return 0;
+        *prev = 0;
+        *cur = 0;
     }
 
-    elapsed = now - start;
+    return now - start;
+}
+
+
+uint64_t
+ngx_http_conductor_window_value(ngx_http_conductor_window_t *w,
+    time_t period, time_t now)
+{
+    time_t    elapsed;
+    uint64_t  prev, cur;
+
+    elapsed = ngx_http_conductor_window_view(w, period, now, &prev, &cur);
 
     return prev * (period - elapsed) / period + cur;
 }
