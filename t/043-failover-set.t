@@ -84,3 +84,20 @@ location /v1/ { conductor_route; conductor_failover 404; include $TEST_NGINX_CON
 --- must_die
 --- error_log
 invalid value "404"
+
+=== TEST 7: no retry once the answer has begun: a cut stream is the client's
+--- config
+location /v1/ { conductor_route; include $TEST_NGINX_CONF_DIR/conductor_proxy.conf; }
+--- http_config
+conductor_zone conductor:1m;
+conductor_provider p { url http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1; key a "a;reset_mid"; key b bb; }
+conductor_model m { p pm; }
+conductor_strategy sequential;
+upstream conductor_backend { conductor_balancer; }
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[]}
+--- error_code: 200
+--- checks
+is scalar(@$mock), 1, 'the second key was not tried after bytes went out';
+unlike $resp->{body}, qr/\[DONE\]/, 'the client saw the cut';
