@@ -30,7 +30,10 @@ FUZZ_BIN := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 UNIT_CFLAGS := -g -O1 -Wall -Wextra -Werror -Isrc -fsanitize=address,undefined \
                -fno-omit-frame-pointer
 
-.PHONY: all build run stop test unit valgrind fuzz bench deps clean
+.PHONY: all build run stop test unit valgrind fuzz bench deps install clean
+
+MODULES_DIR ?= /usr/lib/nginx/modules
+CONF_DIR    ?= /etc/nginx
 
 all: build
 
@@ -91,6 +94,15 @@ fuzz: $(FUZZ_BIN)
 
 bench: build
 	bench/run.sh
+
+# the module where the distribution's nginx loads modules from, and the
+# snippet, log format and prices beside nginx.conf (never overwritten)
+install: build
+	install -m 644 $(MODULE) $(MODULES_DIR)/
+	for f in conductor_proxy.conf conductor_log.conf pricing.conf; do \
+	    [ -e $(CONF_DIR)/$$f ] || install -m 644 conf/$$f $(CONF_DIR)/; \
+	done
+	@echo "load_module $(MODULES_DIR)/ngx_http_conductor_module.so; then restart nginx"
 
 clean:
 	rm -rf $(BUILD)
