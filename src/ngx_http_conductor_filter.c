@@ -23,6 +23,7 @@ static ngx_int_t ngx_http_conductor_strip(ngx_http_request_t *r,
 static ngx_int_t ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx,
     u_char *line, size_t len);
 static void *ngx_http_conductor_sse_alloc(void *data, size_t size);
+static void ngx_http_conductor_sse_free(void *data, void *p);
 static ngx_int_t ngx_http_conductor_replace_error(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_add_header(ngx_http_request_t *r,
@@ -446,10 +447,12 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
                                     ngx_http_conductor_usage_sse_handler,
                                     &ctx->usage);
 
-        /* the line buffer grows in the request's pool, freed with it */
+        /* the line buffer grows in the request's pool; a grown-out one
+         * goes back at once (a large allocation is freed by ngx_pfree) */
         ngx_http_conductor_sse_set_allocator(ctx->sse,
                                              ngx_http_conductor_sse_alloc,
-                                             NULL, r->pool);
+                                             ngx_http_conductor_sse_free,
+                                             r->pool);
 
         ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_SSE;
 
@@ -779,4 +782,11 @@ static void *
 ngx_http_conductor_sse_alloc(void *data, size_t size)
 {
     return ngx_palloc((ngx_pool_t *) data, size);
+}
+
+
+static void
+ngx_http_conductor_sse_free(void *data, void *p)
+{
+    (void) ngx_pfree((ngx_pool_t *) data, p);
 }

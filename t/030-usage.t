@@ -4,11 +4,19 @@ use lib 't/lib';
 use Test::Conductor;
 use JSON::PP ();
 
-# the usage record of each request, from the shipped JSON log format
+# the usage record of each request, from the shipped JSON log format; nginx
+# may write it just after the client saw the end of the answer (its
+# lingering close logs after shutting the write side), so it is awaited
 sub usage_log {
     my ($env) = @_;
-    open my $f, '<', "$env->{TEST_NGINX_SERVROOT}/logs/usage.log" or return ();
-    return map { JSON::PP::decode_json($_) } <$f>;
+    for (1 .. 600) {
+        if (open my $f, '<', "$env->{TEST_NGINX_SERVROOT}/logs/usage.log") {
+            my @lines = map { JSON::PP::decode_json($_) } <$f>;
+            return @lines if @lines;
+        }
+        select undef, undef, undef, 0.05;
+    }
+    return ();
 }
 
 sub chat_content {

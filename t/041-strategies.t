@@ -480,7 +480,8 @@ for my $round (1 .. 5) {
 }
 my $workers = tally(map { $_->{headers}{'x-worker'} // '' } @all);
 diag 'answers per worker: ' . join(' ', map { "$_=$workers->{$_}" } sort keys %$workers);
-is scalar(keys %$workers), 2, 'both workers answered';
+# valgrind runs nginx as a single process: one worker is all there is
+is scalar(keys %$workers), $ENV{TEST_NGINX_USE_VALGRIND} ? 1 : 2, 'both workers answered';
 is scalar(grep { ($_->{status} // 0) == 200 } @all), scalar(@all), 'every request answered 200';
 # $mock was read before these requests: ask the mock again
 my $keys = tally(map { $_->{key} } @{ mock_requests() });

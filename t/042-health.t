@@ -114,9 +114,16 @@ HTTP
     open my $f, '<', "$env->{TEST_NGINX_SERVROOT}/logs/nginx.pid" or die $!;
     chomp(my $master = <$f>);
     kill 'HUP', $master;
-    ok wait_log(qr/gracefully shutting down/), 'reloaded';
+    ok wait_log(qr/reconfiguring/), 'reloaded';
 
-    my $after = status_json();
+    # the new configuration answers once it is in place
+    my $after;
+    for (1 .. 600) {
+        my $r = http_request(GET => '/conductor/status');
+        last if $r->{status} == 200 && ($after = eval { JSON::PP::decode_json($r->{body}) });
+        select undef, undef, undef, 0.05;
+    }
+
     my ($kb) = @{ $before->{providers}[0]{keys} };
     my ($ka) = @{ $after->{providers}[0]{keys} };
     is $ka->{requests}, 3, 'requests kept';
