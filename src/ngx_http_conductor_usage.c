@@ -2,6 +2,10 @@
  * Token usage extraction; see ngx_http_conductor_usage.h.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* memmem */
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -9,8 +13,23 @@
 
 #include <jansson.h>
 
+#include "ngx_http_conductor_json.h"
 #include "ngx_http_conductor_sse.h"
 #include "ngx_http_conductor_usage.h"
+
+
+#define NGX_HTTP_CONDUCTOR_USAGE_KEY_MAX  32
+#define NGX_HTTP_CONDUCTOR_USAGE_MEMBERS  32
+
+
+/*
+ * A usage object read with the span scanner: no allocation, which on the
+ * hot path costs a tenth of a jansson tree of the same few bytes.
+ */
+typedef struct {
+    ngx_http_conductor_json_member_t  m[NGX_HTTP_CONDUCTOR_USAGE_MEMBERS];
+    size_t                            n;
+} ngx_http_conductor_usage_view_t;
 
 
 static const unsigned char *ngx_http_conductor_usage_next(
@@ -20,18 +39,18 @@ static int ngx_http_conductor_usage_has_object(const unsigned char *p,
     size_t len);
 static json_t *ngx_http_conductor_usage_load(const unsigned char *p,
     size_t len, size_t flags);
-static int ngx_http_conductor_usage_count(json_t *obj, const char *name,
-    int64_t *v);
-static int ngx_http_conductor_usage_count2(json_t *obj, const char *name1,
-    const char *name2, int64_t *v);
-static int ngx_http_conductor_usage_detail(json_t *obj, const char *name1,
-    const char *name2, const char *field, int64_t *v);
+static int ngx_http_conductor_usage_view(ngx_http_conductor_usage_view_t *v,
+    const unsigned char *p, size_t len);
+static int ngx_http_conductor_usage_count(ngx_http_conductor_usage_view_t *v,
+    const char *name, int64_t *out);
+static int ngx_http_conductor_usage_count2(ngx_http_conductor_usage_view_t *v,
+    const char *name1, const char *name2, int64_t *out);
+static int ngx_http_conductor_usage_detail(ngx_http_conductor_usage_view_t *v,
+    const char *name1, const char *name2, const char *field, int64_t *out);
 static int ngx_http_conductor_usage_openai(ngx_http_conductor_usage_t *u,
-    json_t *usage);
+    ngx_http_conductor_usage_view_t *usage);
 static int ngx_http_conductor_usage_anthropic(ngx_http_conductor_usage_t *u,
-    json_t *usage);
-static int ngx_http_conductor_usage_apply(ngx_http_conductor_usage_t *u,
-    json_t *usage);
+    ngx_http_conductor_usage_view_t *usage);
 static int ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len);
 static void ngx_http_conductor_usage_derive(ngx_http_conductor_usage_t *u);
@@ -236,25 +255,31 @@ static const unsigned char *
 ngx_http_conductor_usage_next(const unsigned char **pos,
     const unsigned char *end, const char *name, size_t n)
 {
+    unsigned char         needle[NGX_HTTP_CONDUCTOR_USAGE_KEY_MAX + 2];
     const unsigned char  *p, *q;
+
+    if (n > NGX_HTTP_CONDUCTOR_USAGE_KEY_MAX) {
+        *pos = end;
+        return NULL;
+    }
+
+    /* the quoted key at once: most lines have none, and memmem skips a
+     * line much faster than stopping at each of its quotes */
+    needle[0] = '"';
+    memcpy(needle + 1, name, n);
+    needle[n + 1] = '"';
 
     p = *pos;
 
     while (p < end) {
-        q = memchr(p, '"', end - p);
+        q = memmem(p, end - p, needle, n + 2);
         if (q == NULL) {
             break;
         }
 
-        p = q + 1;
+        p = q + n + 2;
 
-        if ((size_t) (end - p) < n + 2
-            || p[n] != '"' || memcmp(p, name, n) != 0)
-        {
-            continue;
-        }
-
-        for (q = p + n + 1; q < end; q++) {
+        for (q = p; q < end; q++) {
             if (*q != ' ' && *q != '\t' && *q != '\r' && *q != '\n') {
                 break;
             }
@@ -323,24 +348,46 @@ ngx_http_conductor_usage_load(const unsigned char *p, size_t len,
 
 
 static int
-ngx_http_conductor_usage_count(json_t *obj, const char *name, int64_t *v)
+ngx_http_conductor_usage_view(ngx_http_conductor_usage_view_t *v,
+    const unsigned char *p, size_t len)
 {
-    json_int_t   n;
-    json_t      *j;
+    int                               rc;
+    ngx_http_conductor_json_object_t  obj;
 
-    j = json_object_get(obj, name);
+    rc = ngx_http_conductor_json_scan_object(p, len, &obj, v->m,
+                                             NGX_HTTP_CONDUCTOR_USAGE_MEMBERS);
 
-    if (!json_is_integer(j)) {
+    /* an object with more members still has its first ones read */
+    if (rc != NGX_HTTP_CONDUCTOR_JSON_OK
+        && rc != NGX_HTTP_CONDUCTOR_JSON_TOO_MANY)
+    {
         return 0;
     }
 
-    n = json_integer_value(j);
+    v->n = obj.n;
 
-    if (n < 0 || n > NGX_HTTP_CONDUCTOR_USAGE_MAX) {
+    return 1;
+}
+
+
+static int
+ngx_http_conductor_usage_count(ngx_http_conductor_usage_view_t *v,
+    const char *name, int64_t *out)
+{
+    long     i;
+    int64_t  n;
+
+    i = ngx_http_conductor_json_find(v->m, v->n, name);
+
+    if (i < 0 || v->m[i].type != NGX_HTTP_CONDUCTOR_JSON_NUMBER
+        || ngx_http_conductor_json_uint(v->m[i].value, v->m[i].value_len, &n)
+           != 0
+        || n > NGX_HTTP_CONDUCTOR_USAGE_MAX)
+    {
         return 0;
     }
 
-    *v = (int64_t) n;
+    *out = n;
 
     return 1;
 }
@@ -349,22 +396,39 @@ ngx_http_conductor_usage_count(json_t *obj, const char *name, int64_t *v)
 /* the first name is the API's own, the second what look-alikes send */
 
 static int
-ngx_http_conductor_usage_count2(json_t *obj, const char *name1,
-    const char *name2, int64_t *v)
+ngx_http_conductor_usage_count2(ngx_http_conductor_usage_view_t *v,
+    const char *name1, const char *name2, int64_t *out)
 {
-    return ngx_http_conductor_usage_count(obj, name1, v)
-           || ngx_http_conductor_usage_count(obj, name2, v);
+    return ngx_http_conductor_usage_count(v, name1, out)
+           || ngx_http_conductor_usage_count(v, name2, out);
 }
 
 
 static int
-ngx_http_conductor_usage_detail(json_t *obj, const char *name1,
-    const char *name2, const char *field, int64_t *v)
+ngx_http_conductor_usage_detail(ngx_http_conductor_usage_view_t *v,
+    const char *name1, const char *name2, const char *field, int64_t *out)
 {
-    return ngx_http_conductor_usage_count(json_object_get(obj, name1),
-                                          field, v)
-           || ngx_http_conductor_usage_count(json_object_get(obj, name2),
-                                             field, v);
+    long                             i;
+    const char                      *names[2];
+    size_t                           k;
+    ngx_http_conductor_usage_view_t  d;
+
+    names[0] = name1;
+    names[1] = name2;
+
+    for (k = 0; k < 2; k++) {
+        i = ngx_http_conductor_json_find(v->m, v->n, names[k]);
+
+        if (i >= 0 && v->m[i].type == NGX_HTTP_CONDUCTOR_JSON_OBJECT
+            && ngx_http_conductor_usage_view(&d, v->m[i].value,
+                                             v->m[i].value_len)
+            && ngx_http_conductor_usage_count(&d, field, out))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -372,7 +436,7 @@ ngx_http_conductor_usage_detail(json_t *obj, const char *name1,
 
 static int
 ngx_http_conductor_usage_openai(ngx_http_conductor_usage_t *u,
-    json_t *usage)
+    ngx_http_conductor_usage_view_t *usage)
 {
     int                         r;
     ngx_http_conductor_usage_t  n;
@@ -420,7 +484,7 @@ ngx_http_conductor_usage_openai(ngx_http_conductor_usage_t *u,
 
 static int
 ngx_http_conductor_usage_anthropic(ngx_http_conductor_usage_t *u,
-    json_t *usage)
+    ngx_http_conductor_usage_view_t *usage)
 {
     int      got;
     int64_t  v;
@@ -465,37 +529,20 @@ ngx_http_conductor_usage_anthropic(ngx_http_conductor_usage_t *u,
 
 
 static int
-ngx_http_conductor_usage_apply(ngx_http_conductor_usage_t *u, json_t *usage)
+ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len)
 {
-    if (!json_is_object(usage)) {
+    ngx_http_conductor_usage_view_t  usage;
+
+    if (!ngx_http_conductor_usage_view(&usage, p, len)) {
         return 0;
     }
 
     if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC) {
-        return ngx_http_conductor_usage_anthropic(u, usage);
+        return ngx_http_conductor_usage_anthropic(u, &usage);
     }
 
-    return ngx_http_conductor_usage_openai(u, usage);
-}
-
-
-static int
-ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
-    const unsigned char *p, size_t len)
-{
-    int      rc;
-    json_t  *usage;
-
-    usage = ngx_http_conductor_usage_load(p, len, 0);
-    if (usage == NULL) {
-        return 0;
-    }
-
-    rc = ngx_http_conductor_usage_apply(u, usage);
-
-    json_decref(usage);
-
-    return rc;
+    return ngx_http_conductor_usage_openai(u, &usage);
 }
 
 
@@ -524,7 +571,8 @@ ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len)
 {
     int      rc;
-    json_t  *root;
+    char    *text;
+    json_t  *root, *usage;
 
     if (u->api != NGX_HTTP_CONDUCTOR_USAGE_CHAT
         && u->api != NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS)
@@ -537,10 +585,22 @@ ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u,
         return 0;
     }
 
-    rc = ngx_http_conductor_usage_apply(u,
-             json_object_get(json_array_get(json_object_get(root, "choices"),
-                                            0),
-                             "usage"));
+    usage = json_object_get(json_array_get(json_object_get(root, "choices"),
+                                           0),
+                            "usage");
+
+    rc = 0;
+
+    if (json_is_object(usage)) {
+        text = json_dumps(usage, JSON_COMPACT);
+
+        if (text) {
+            rc = ngx_http_conductor_usage_apply_text(u,
+                                                     (unsigned char *) text,
+                                                     strlen(text));
+            free(text);
+        }
+    }
 
     json_decref(root);
 
