@@ -341,6 +341,7 @@ typedef struct {
     unsigned                          long_line:1;
     unsigned                          drop_blank:1;
     unsigned                          finished:1;  /* the body ended */
+    unsigned                          json_done:1; /* read in one piece */
     unsigned                          final_done:1;
     unsigned                          estimated:1;
     unsigned                          priced:1;

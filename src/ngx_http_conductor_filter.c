@@ -16,8 +16,8 @@ static ngx_int_t ngx_http_conductor_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_observe(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
-static void ngx_http_conductor_feed(ngx_http_conductor_ctx_t *ctx,
-    ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_feed(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_strip(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx,
@@ -28,6 +28,13 @@ static ngx_int_t ngx_http_conductor_replace_error(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_add_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
+
+
+/*
+ * Room for the usage object of a JSON answer (a few hundred bytes): small
+ * enough to come from the request's pool, not from malloc, on every answer
+ */
+#define NGX_HTTP_CONDUCTOR_USAGE_CAPTURE  2048
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -167,7 +174,9 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_next_body_filter(r, in);
         }
 
-        ngx_http_conductor_feed(ctx, in);
+        if (ngx_http_conductor_feed(r, ctx, in) != NGX_OK) {
+            return NGX_ERROR;
+        }
 
         if (!ctx->strip) {
             return ngx_http_next_body_filter(r, in);
@@ -408,7 +417,6 @@ static ngx_int_t
 ngx_http_conductor_observe(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx)
 {
-    u_char                         *buf;
     ngx_str_t                      *ct;
     ngx_table_elt_t                *ce;
     ngx_http_conductor_loc_conf_t  *lcf;
@@ -469,17 +477,6 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
                                 (u_char *) "json", 4 - 1)
                != NULL)
     {
-        ctx->scan = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_scan_t));
-        buf = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
-
-        if (ctx->scan == NULL || buf == NULL) {
-            return NGX_ERROR;
-        }
-
-        /* a body of megabytes is scanned as it passes, never buffered */
-        ngx_http_conductor_sse_scan_init(ctx->scan, buf,
-                                         NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
-
         ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_JSON;
 
     } else {
@@ -492,26 +489,53 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_conductor_feed(ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in)
+static ngx_int_t
+ngx_http_conductor_feed(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
+    ngx_chain_t *in)
 {
     size_t        len;
+    u_char       *buf;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (!ctx->finished && ngx_buf_in_memory(b)) {
+        if (!ctx->finished && ngx_buf_in_memory(b) && b->last > b->pos) {
             len = b->last - b->pos;
-            ctx->body_bytes += len;
 
             if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
                 ngx_http_conductor_sse_feed(ctx->sse, b->pos, len);
 
-            } else {
+            } else if (ctx->body_bytes == 0
+                       && r->headers_out.content_length_n == (off_t) len)
+            {
+                /* the whole answer in one buffer: read in place */
+                (void) ngx_http_conductor_usage_parse_object(&ctx->usage,
+                                                             b->pos, len);
+                ctx->json_done = 1;
+
+            } else if (!ctx->json_done) {
+
+                if (ctx->scan == NULL) {
+                    ctx->scan = ngx_palloc(r->pool,
+                                        sizeof(ngx_http_conductor_sse_scan_t));
+                    buf = ngx_pnalloc(r->pool,
+                                      NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
+
+                    if (ctx->scan == NULL || buf == NULL) {
+                        return NGX_ERROR;
+                    }
+
+                    /* megabytes are scanned as they pass, never buffered */
+                    ngx_http_conductor_sse_scan_init(ctx->scan, buf,
+                                             NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
+                }
+
                 ngx_http_conductor_sse_scan_feed(ctx->scan, b->pos, len);
             }
+
+            ctx->body_bytes += len;
         }
 
         if (b->last_buf && !ctx->finished) {
@@ -520,12 +544,14 @@ ngx_http_conductor_feed(ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in)
             if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
                 ngx_http_conductor_sse_finish(ctx->sse);
 
-            } else {
+            } else if (ctx->scan) {
                 (void) ngx_http_conductor_usage_parse_scan(&ctx->usage,
                                                            ctx->scan);
             }
         }
     }
+
+    return NGX_OK;
 }
 
 

@@ -233,6 +233,14 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
 
     for (i = 0; i < (long) obj.n; i++) {
 
+        /* most members are none of ours: their first byte says so */
+        switch (members[i].key_len ? members[i].key[0] : 0) {
+        case 'm': case 'r': case 's': case '\\':
+            break;
+        default:
+            continue;
+        }
+
         if (ngx_http_conductor_json_key_is(&members[i], "model")) {
 
             if (members[i].type != NGX_HTTP_CONDUCTOR_JSON_STRING) {

@@ -37,6 +37,8 @@ static const unsigned char *ngx_http_conductor_usage_next(
     size_t n);
 static int ngx_http_conductor_usage_has_object(const unsigned char *p,
     size_t len);
+static int ngx_http_conductor_usage_null_tail(const unsigned char *p,
+    size_t len);
 static json_t *ngx_http_conductor_usage_load(const unsigned char *p,
     size_t len, size_t flags);
 static int ngx_http_conductor_usage_view(ngx_http_conductor_usage_view_t *v,
@@ -105,6 +107,42 @@ ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
 }
 
 
+/*
+ * A whole body at hand in one piece (the common small answer): the span
+ * scanner finds the top-level usage at a few instructions a byte.
+ */
+
+int
+ngx_http_conductor_usage_parse_object(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len)
+{
+    int                               rc;
+    long                              i;
+    ngx_http_conductor_json_object_t  obj;
+    ngx_http_conductor_json_member_t  m[NGX_HTTP_CONDUCTOR_USAGE_MEMBERS];
+
+    rc = ngx_http_conductor_json_scan_object(p, len, &obj, m,
+                                             NGX_HTTP_CONDUCTOR_USAGE_MEMBERS);
+
+    if (rc == NGX_HTTP_CONDUCTOR_JSON_TOO_MANY) {
+        return ngx_http_conductor_usage_parse_body(u, p, len);
+    }
+
+    if (rc != NGX_HTTP_CONDUCTOR_JSON_OK) {
+        return 0;
+    }
+
+    i = ngx_http_conductor_json_find(m, obj.n, "usage");
+
+    if (i >= 0 && m[i].type == NGX_HTTP_CONDUCTOR_JSON_OBJECT) {
+        return ngx_http_conductor_usage_apply_text(u, m[i].value,
+                                                   m[i].value_len);
+    }
+
+    return ngx_http_conductor_usage_choice(u, p, len);
+}
+
+
 int
 ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
     const ngx_http_conductor_sse_line_t *line)
@@ -142,7 +180,9 @@ ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
         return 0;
     }
 
-    if (!ngx_http_conductor_usage_has_object(line->data, line->len)) {
+    if (ngx_http_conductor_usage_null_tail(line->data, line->len)
+        || !ngx_http_conductor_usage_has_object(line->data, line->len))
+    {
         return 0;
     }
 
@@ -306,6 +346,30 @@ ngx_http_conductor_usage_next(const unsigned char **pos,
     *pos = end;
 
     return NULL;
+}
+
+
+/*
+ * Once include_usage is asked for, every chunk of an OpenAI stream ends in
+ * "usage":null}: seen from the end, such a line is ruled out in a few
+ * bytes instead of a search through all of it.  (A provider that put a
+ * usage object inside choices as well would have it estimated instead.)
+ */
+
+static int
+ngx_http_conductor_usage_null_tail(const unsigned char *p, size_t len)
+{
+    static const char  tail[] = "\"usage\":null}";
+
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'
+                   || p[len - 1] == '\r' || p[len - 1] == '\n'))
+    {
+        len--;
+    }
+
+    return len >= sizeof(tail) - 1
+           && memcmp(p + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1)
+              == 0;
 }
 
 

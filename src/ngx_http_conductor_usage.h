@@ -91,6 +91,13 @@ int ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len);
 
 /*
+ * The same for a complete body in one piece, read in place with the span
+ * scanner (ngx_http_conductor_json.h): faster than either of the above.
+ */
+int ngx_http_conductor_usage_parse_object(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len);
+
+/*
  * One SSE parser call (a data payload, or a captured usage object with a
  * USAGE_* flag): updates u by the stream rules above.  Returns 1 when
  * usage was taken.  Lines that cannot hold usage cost a byte check only:

@@ -409,6 +409,13 @@ ngx_http_conductor_test_fixtures(void)
             snprintf(desc, sizeof(desc), "%s: body usage", t->file);
             ngx_http_conductor_test_ok(ok, desc);
 
+            ngx_http_conductor_usage_init(&small, t->api);
+            ok = ngx_http_conductor_usage_parse_object(&small,
+                     (const unsigned char *) f.p, f.len) == 1
+                 && ngx_http_conductor_test_expect(&small, t);
+            snprintf(desc, sizeof(desc), "%s: body read in place", t->file);
+            ngx_http_conductor_test_ok(ok, desc);
+
             snprintf(desc, sizeof(desc), "%s: scanned body in two pieces, "
                      "every split, same usage", t->file);
             ngx_http_conductor_test_ok(ngx_http_conductor_test_scan_body(
