@@ -3,6 +3,7 @@
 -- Environment:
 --   BENCH_MODEL   model name to send (an alias for the gateway)
 --   BENCH_STREAM  "1": a streaming request that asks for usage
+--   BENCH_STREAM_USAGE  "0": ... that does not ask for it
 --   BENCH_HIST    if set, done() writes the latency histogram there, one
 --                 "<microseconds> <count>" line per value, so that bench/run.sh
 --                 can merge several short runs into exact percentiles
@@ -17,7 +18,11 @@ local body = '{"model":"' .. model .. '","messages":[{"role":"system",'
     .. '"content":"You are a terse assistant."},{"role":"user","content":'
     .. '"Say hello to the benchmark in five words."}],"max_tokens":32,'
     .. '"temperature":0.7'
-if stream then
+-- BENCH_STREAM_USAGE=0: the client does not ask for usage (the SDKs'
+-- default): the gateway asks for it upstream and takes the extra chunk out
+if stream and os.getenv("BENCH_STREAM_USAGE") == "0" then
+    body = body .. ',"stream":true'
+elseif stream then
     body = body .. ',"stream":true,"stream_options":{"include_usage":true}'
 end
 body = body .. '}'

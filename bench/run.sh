@@ -236,7 +236,9 @@ start_server gateway  "$GW_PORT"
 post() {   # post PORT PATH MODEL STREAM OUTFILE -> prints the HTTP status
     local body
     body="{\"model\":\"$3\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":8"
-    if [ "$4" = 1 ]; then
+    if [ "$4" = 1 ] && [ "${BENCH_STREAM_USAGE:-1}" = 0 ]; then
+        body="$body,\"stream\":true"
+    elif [ "$4" = 1 ]; then
         body="$body,\"stream\":true,\"stream_options\":{\"include_usage\":true}"
     fi
     body="$body}"
@@ -254,7 +256,12 @@ check() {   # check LABEL PORT PATH MODEL STREAM
         tail -5 "$RUN/logs/gateway.error.log" >&2 2>/dev/null || true
         die "preflight $1: HTTP $status from 127.0.0.1:$2$3 (model $4)"
     fi
-    if [ "$5" = 1 ]; then
+    if [ "$5" = 1 ] && [ "${BENCH_STREAM_USAGE:-1}" = 0 ] && [ "$1" = gateway-sse ]; then
+        # the client did not ask: the gateway took the usage chunk out
+        grep -q '"completion_tokens":' "$out" \
+            && die "preflight $1: the usage chunk reached a client that did not ask"
+        grep -q '^data: \[DONE\]' "$out" || die "preflight $1: the stream has no [DONE]"
+    elif [ "$5" = 1 ]; then
         grep -q '"completion_tokens":'"$SSE_CHUNKS" "$out" \
             || die "preflight $1: the stream carries no usage chunk"
         grep -q '^data: \[DONE\]' "$out" || die "preflight $1: the stream has no [DONE]"

@@ -328,6 +328,8 @@ typedef struct {
     /* taking the usage-only chunk out of a stream (strip mode) */
     u_char                           *held;      /* the partial line */
     size_t                            held_len;
+    uint64_t                          careful_from;  /* stream offset */
+    ngx_chain_t                      *ob_link;
     ngx_chain_t                      *free;
     ngx_chain_t                      *busy;
 
@@ -338,6 +340,7 @@ typedef struct {
     unsigned                          retry_same:1;
     unsigned                          observe:2;   /* NONE, JSON, SSE */
     unsigned                          strip:1;
+    unsigned                          careful:1;   /* line by line now */
     unsigned                          long_line:1;
     unsigned                          drop_blank:1;
     unsigned                          finished:1;  /* the body ended */

@@ -20,8 +20,12 @@ static ngx_int_t ngx_http_conductor_feed(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_strip(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_strip_bytes(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, u_char *p, u_char *end, ngx_buf_t **obp);
 static ngx_int_t ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx,
     u_char *line, size_t len);
+static void ngx_http_conductor_sse_line(void *data,
+    const ngx_http_conductor_sse_line_t *line);
 static void *ngx_http_conductor_sse_alloc(void *data, size_t size);
 static void ngx_http_conductor_sse_free(void *data, void *p);
 static ngx_int_t ngx_http_conductor_replace_error(ngx_http_request_t *r,
@@ -174,15 +178,15 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_next_body_filter(r, in);
         }
 
+        if (ctx->strip) {
+            return ngx_http_conductor_strip(r, ctx, in);
+        }
+
         if (ngx_http_conductor_feed(r, ctx, in) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        if (!ctx->strip) {
-            return ngx_http_next_body_filter(r, in);
-        }
-
-        return ngx_http_conductor_strip(r, ctx, in);
+        return ngx_http_next_body_filter(r, in);
     }
 
     /* nginx's own error page is consumed and never sent */
@@ -452,8 +456,7 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
         }
 
         ngx_http_conductor_sse_init(ctx->sse, NGX_HTTP_CONDUCTOR_SSE_LINE_MAX,
-                                    ngx_http_conductor_usage_sse_handler,
-                                    &ctx->usage);
+                                    ngx_http_conductor_sse_line, ctx);
 
         /* the line buffer grows in the request's pool; a grown-out one
          * goes back at once (a large allocation is freed by ngx_pfree) */
@@ -556,133 +559,99 @@ ngx_http_conductor_feed(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
 
 
 /*
- * Strip mode: the stream goes on line by line.  Every complete line leaves
- * at once, unchanged, but the usage-only chunk (and the blank line that
- * ends its event); only the partial last line of a buffer waits for its
- * end, which an SSE client could not use before either.
+ * Strip mode: the usage-only chunk the gateway asked for is taken out of
+ * what a client that did not ask receives.  It comes after the chunk that
+ * finishes the choice, so until the parser has seen that one the stream
+ * goes on untouched, buffer by buffer; after it, line by line: every
+ * complete line leaves at once, unchanged, but the usage chunk and the
+ * blank line that ends its event; only a partial last line of a buffer
+ * waits for its end, which an SSE client could not use before either.
  */
 
 static ngx_int_t
 ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
     ngx_chain_t *in)
 {
-    u_char        *p, *nl, *end;
-    size_t         size, n;
-    ngx_int_t      rc;
-    ngx_buf_t     *b, *ob;
-    ngx_chain_t   *cl, *out, **ll;
+    size_t        cut;
+    uint64_t      off;
+    ngx_uint_t    careful, last_buf, last_in_chain, flush;
+    ngx_int_t     rc;
+    ngx_buf_t    *b, *ob;
+    ngx_chain_t  *cl, *out, **ll;
 
     out = NULL;
     ll = &out;
 
     for ( /* void */ ; in; in = in->next) {
         b = in->buf;
-
         ob = NULL;
+        cut = 0;
+        last_buf = b->last_buf;
+        last_in_chain = b->last_in_chain;
+        flush = b->flush;
 
         if (ngx_buf_in_memory(b) && b->last > b->pos) {
 
-            size = ctx->held_len + (b->last - b->pos);
+            off = ctx->sse->offset;
+            careful = ctx->careful;
 
-            cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-            if (cl == NULL) {
-                return NGX_ERROR;
-            }
+            ngx_http_conductor_sse_feed(ctx->sse, b->pos, b->last - b->pos);
 
-            ob = cl->buf;
+            ctx->body_bytes += b->last - b->pos;
 
-            if (ob->start == NULL || (size_t) (ob->end - ob->start) < size) {
-                ob->start = ngx_palloc(r->pool, ngx_max(size, 4096));
-                if (ob->start == NULL) {
+            if (!careful && !ctx->careful) {
+                /* nothing to take out here: the buffer goes as it is */
+                cl = ngx_alloc_chain_link(r->pool);
+                if (cl == NULL) {
                     return NGX_ERROR;
                 }
 
-                ob->end = ob->start + ngx_max(size, 4096);
+                cl->buf = b;
+                *ll = cl;
+                ll = &cl->next;
+                continue;
             }
 
-            ob->pos = ob->start;
-            ob->last = ob->start;
-            ob->temporary = 1;
-            ob->sync = 0;
-            ob->last_buf = 0;
-            ob->last_in_chain = 0;
-            ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
-            ob->flush = 1;
-
-            p = b->pos;
-            end = b->last;
-
-            while (p < end) {
-                nl = ngx_strlchr(p, end, '\n');
-
-                if (ctx->long_line) {
-                    /* a line too long to be the usage chunk goes on as is */
-                    n = (nl ? nl + 1 : end) - p;
-                    ob->last = ngx_cpymem(ob->last, p, n);
-                    p += n;
-                    ctx->long_line = (nl == NULL);
-                    continue;
-                }
-
-                if (nl == NULL) {
-                    n = end - p;
-
-                    if (ctx->held_len + n > NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX) {
-                        ob->last = ngx_cpymem(ob->last, ctx->held,
-                                              ctx->held_len);
-                        ob->last = ngx_cpymem(ob->last, p, n);
-                        ctx->held_len = 0;
-                        ctx->long_line = 1;
-                        break;
-                    }
-
-                    if (ctx->held == NULL) {
-                        ctx->held = ngx_pnalloc(r->pool,
-                                             NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
-                        if (ctx->held == NULL) {
-                            return NGX_ERROR;
-                        }
-                    }
-
-                    ngx_memcpy(ctx->held + ctx->held_len, p, n);
-                    ctx->held_len += n;
-                    break;
-                }
-
-                n = nl + 1 - p;
-
-                if (ctx->held_len) {
-                    if (ctx->held_len + n > NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX) {
-                        ob->last = ngx_cpymem(ob->last, ctx->held,
-                                              ctx->held_len);
-                        ob->last = ngx_cpymem(ob->last, p, n);
-                        ctx->held_len = 0;
-                        p += n;
-                        continue;
-                    }
-
-                    ngx_memcpy(ctx->held + ctx->held_len, p, n);
-
-                    if (ngx_http_conductor_strip_line(ctx, ctx->held,
-                                                      ctx->held_len + n))
-                    {
-                        ob->last = ngx_cpymem(ob->last, ctx->held,
-                                              ctx->held_len + n);
-                    }
-
-                    ctx->held_len = 0;
-
-                } else if (ngx_http_conductor_strip_line(ctx, p, n)) {
-                    ob->last = ngx_cpymem(ob->last, p, n);
-                }
-
-                p += n;
+            if (!careful) {
+                /* the finishing chunk ended in this buffer: the bytes up
+                 * to its end go as they are, the rest line by line */
+                cut = ctx->careful_from > off ? ctx->careful_from - off : 0;
             }
 
-            b->pos = b->last;
+            if (ngx_http_conductor_strip_bytes(r, ctx, b->pos + cut, b->last,
+                                               &ob)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            /* the end of the answer goes with the last bytes, our own */
+            b->last = b->pos + cut;
+            b->last_buf = 0;
+            b->last_in_chain = 0;
+
+            if (cut) {
+                cl = ngx_alloc_chain_link(r->pool);
+                if (cl == NULL) {
+                    return NGX_ERROR;
+                }
+
+                cl->buf = b;
+                *ll = cl;
+                ll = &cl->next;
+            }
         }
 
-        if (b->last_buf || b->last_in_chain || b->flush) {
+        if (last_buf || last_in_chain || flush) {
+
+            if (last_buf && ctx->held_len) {
+                /* a cut stream: what is left goes as it came */
+                if (ngx_http_conductor_strip_bytes(r, ctx, NULL, NULL, &ob)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
 
             if (ob == NULL) {
                 cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
@@ -691,51 +660,32 @@ ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
                 }
 
                 ob = cl->buf;
-                ob->pos = ob->start;
-                ob->last = ob->start;
+                ngx_memzero(ob, sizeof(ngx_buf_t));
                 ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
+
+            } else {
+                cl = ctx->ob_link;
             }
 
-            if (b->last_buf && ctx->held_len) {
-                /* a cut stream: what is left goes as it came */
-                if ((size_t) (ob->end - ob->last) < ctx->held_len) {
-                    ob->start = ngx_palloc(r->pool,
-                                           (ob->last - ob->pos)
-                                           + ctx->held_len);
-                    if (ob->start == NULL) {
-                        return NGX_ERROR;
-                    }
-
-                    ob->end = ngx_cpymem(ob->start, ob->pos,
-                                         ob->last - ob->pos);
-                    ob->pos = ob->start;
-                    ob->last = ob->end;
-                    ob->end += ctx->held_len;
-                    ob->temporary = 1;
-                }
-
-                ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
-                ctx->held_len = 0;
-            }
-
-            ob->last_buf = b->last_buf;
-            ob->last_in_chain = b->last_in_chain;
+            ob->last_buf = last_buf;
+            ob->last_in_chain = last_in_chain;
             ob->flush = 1;
-        }
 
-        if (ob == NULL) {
+            if (ob->pos == ob->last) {
+                /* nothing kept: the flags alone go on */
+                ob->temporary = 0;
+                ob->sync = ob->last_buf ? 0 : 1;
+            }
+
+        } else if (ob) {
+            cl = ctx->ob_link;
+
+            if (ob->pos == ob->last) {
+                continue;
+            }
+
+        } else {
             continue;
-        }
-
-        if (ob->pos == ob->last && !ob->last_buf && !ob->last_in_chain
-            && !ob->flush)
-        {
-            continue;
-        }
-
-        if (ob->pos == ob->last) {
-            ob->temporary = 0;
-            ob->sync = ob->last_buf ? 0 : 1;
         }
 
         *ll = cl;
@@ -754,6 +704,105 @@ ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
                             (ngx_buf_tag_t) &ngx_http_conductor_module);
 
     return rc;
+}
+
+
+/*
+ * The kept lines of [p, end) (with a partial line held from before) into a
+ * buffer of our own; p == NULL flushes what is held, as it came.
+ */
+
+static ngx_int_t
+ngx_http_conductor_strip_bytes(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, u_char *p, u_char *end, ngx_buf_t **obp)
+{
+    size_t        size, n;
+    u_char       *nl;
+    ngx_buf_t    *ob;
+    ngx_chain_t  *cl;
+
+    size = ctx->held_len + (p ? (size_t) (end - p) : 0);
+
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ob = cl->buf;
+
+    if (ob->start == NULL || (size_t) (ob->end - ob->start) < size) {
+        ob->start = ngx_palloc(r->pool, ngx_max(size, 4096));
+        if (ob->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        ob->end = ob->start + ngx_max(size, 4096);
+    }
+
+    ob->pos = ob->start;
+    ob->last = ob->start;
+    ob->temporary = 1;
+    ob->sync = 0;
+    ob->last_buf = 0;
+    ob->last_in_chain = 0;
+    ob->flush = 1;
+    ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
+
+    *obp = ob;
+    ctx->ob_link = cl;
+
+    if (p == NULL) {
+        ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
+        ctx->held_len = 0;
+        return NGX_OK;
+    }
+
+    while (p < end) {
+        nl = ngx_strlchr(p, end, '\n');
+
+        if (ctx->long_line) {
+            /* a line too long to be the usage chunk goes on as it is */
+            n = (nl ? nl + 1 : end) - p;
+            ob->last = ngx_cpymem(ob->last, p, n);
+            p += n;
+            ctx->long_line = (nl == NULL);
+            continue;
+        }
+
+        n = (nl ? nl + 1 : end) - p;
+
+        if (ctx->held_len + n > NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX) {
+            ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
+            ob->last = ngx_cpymem(ob->last, p, n);
+            ctx->held_len = 0;
+            ctx->long_line = (nl == NULL);
+            p += n;
+            continue;
+        }
+
+        if (ctx->held == NULL) {
+            ctx->held = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
+            if (ctx->held == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        ngx_memcpy(ctx->held + ctx->held_len, p, n);
+        ctx->held_len += n;
+        p += n;
+
+        if (nl == NULL) {
+            break;
+        }
+
+        if (ngx_http_conductor_strip_line(ctx, ctx->held, ctx->held_len)) {
+            ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
+        }
+
+        ctx->held_len = 0;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -801,6 +850,42 @@ ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx, u_char *line,
     }
 
     return 1;
+}
+
+
+/*
+ * Every data line of a stream: its usage, and, in strip mode, whether it
+ * is the chunk that finishes a choice ("finish_reason" with a string, near
+ * the end of the chunk as the APIs write it): the usage chunk comes after.
+ */
+
+static void
+ngx_http_conductor_sse_line(void *data,
+    const ngx_http_conductor_sse_line_t *line)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    size_t         n;
+    const u_char  *p;
+
+    ngx_http_conductor_usage_sse_handler(&ctx->usage, line);
+
+    if (!ctx->strip || ctx->careful
+        || !(line->flags & NGX_HTTP_CONDUCTOR_SSE_DATA))
+    {
+        return;
+    }
+
+    n = ngx_min(line->len, 128);
+    p = line->data + line->len - n;
+
+    if (ngx_strlcasestrn((u_char *) p, (u_char *) p + n,
+                         (u_char *) "\"finish_reason\":\"", 17 - 1)
+        != NULL)
+    {
+        ctx->careful = 1;
+        ctx->careful_from = line->line_end;
+    }
 }
 
 
