@@ -876,13 +876,10 @@ ngx_http_conductor_sse_line(void *data,
         return;
     }
 
-    n = ngx_min(line->len, 128);
+    n = ngx_min(line->len, 96);
     p = line->data + line->len - n;
 
-    if (ngx_strlcasestrn((u_char *) p, (u_char *) p + n,
-                         (u_char *) "\"finish_reason\":\"", 17 - 1)
-        != NULL)
-    {
+    if (memmem(p, n, "\"finish_reason\":\"", 17) != NULL) {
         ctx->careful = 1;
         ctx->careful_from = line->line_end;
     }
