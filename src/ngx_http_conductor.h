@@ -370,6 +370,10 @@ char *ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_http_conductor_param_num(ngx_str_t *arg, const char *name,
+    ngx_uint_t *out);
+ngx_int_t ngx_http_conductor_param_msec(ngx_str_t *arg, const char *name,
+    ngx_msec_t *out);
 char *ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd,

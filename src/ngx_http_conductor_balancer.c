@@ -75,10 +75,9 @@ ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_conductor_balancer_conf_t *bcf = conf;
 
-    ngx_int_t                      n;
-    ngx_str_t                     *value, s;
+    ngx_int_t                      rc;
+    ngx_str_t                     *value;
     ngx_uint_t                     i;
-    ngx_msec_t                     t;
     ngx_http_upstream_server_t    *us;
     ngx_http_upstream_srv_conf_t  *uscf;
 
@@ -102,40 +101,28 @@ ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (ngx_strncmp(value[i].data, "keepalive=", 10) == 0) {
-            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
-            if (n == NGX_ERROR) {
-                goto invalid;
-            }
-
-            bcf->keepalive = n;
+        if (value[i].len == 11
+            && ngx_strncmp(value[i].data, "keepalive=0", 11) == 0)
+        {
+            bcf->keepalive = 0;
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "keepalive_timeout=", 18) == 0) {
-            s.data = value[i].data + 18;
-            s.len = value[i].len - 18;
-
-            t = ngx_parse_time(&s, 0);
-            if (t == (ngx_msec_t) NGX_ERROR) {
-                goto invalid;
-            }
-
-            bcf->keepalive_timeout = t;
-            continue;
+        rc = ngx_http_conductor_param_num(&value[i], "keepalive",
+                                          &bcf->keepalive);
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_msec(&value[i], "keepalive_timeout",
+                                               &bcf->keepalive_timeout);
         }
 
-        if (ngx_strncmp(value[i].data, "keepalive_requests=", 19) == 0) {
-            n = ngx_atoi(value[i].data + 19, value[i].len - 19);
-            if (n == NGX_ERROR || n == 0) {
-                goto invalid;
-            }
-
-            bcf->keepalive_requests = n;
-            continue;
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_num(&value[i], "keepalive_requests",
+                                              &bcf->keepalive_requests);
         }
 
-        goto invalid;
+        if (rc != NGX_OK) {
+            goto invalid;
+        }
     }
 
     uscf->peer.init_upstream = ngx_http_conductor_balancer_init_upstream;

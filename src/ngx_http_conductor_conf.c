@@ -1037,6 +1037,68 @@ ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A "name=value" parameter of a directive: NGX_OK with the value when arg
+ * is that name's, NGX_DECLINED when it is another's, NGX_ERROR when the
+ * value is not a number (a time) or is zero.
+ */
+
+ngx_int_t
+ngx_http_conductor_param_num(ngx_str_t *arg, const char *name,
+    ngx_uint_t *out)
+{
+    size_t     len;
+    ngx_int_t  n;
+
+    len = ngx_strlen(name);
+
+    if (arg->len <= len + 1 || ngx_strncmp(arg->data, name, len) != 0
+        || arg->data[len] != '=')
+    {
+        return NGX_DECLINED;
+    }
+
+    n = ngx_atoi(arg->data + len + 1, arg->len - len - 1);
+    if (n == NGX_ERROR || n == 0) {
+        return NGX_ERROR;
+    }
+
+    *out = n;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_conductor_param_msec(ngx_str_t *arg, const char *name,
+    ngx_msec_t *out)
+{
+    size_t      len;
+    ngx_str_t   v;
+    ngx_msec_t  t;
+
+    len = ngx_strlen(name);
+
+    if (arg->len <= len + 1 || ngx_strncmp(arg->data, name, len) != 0
+        || arg->data[len] != '=')
+    {
+        return NGX_DECLINED;
+    }
+
+    v.data = arg->data + len + 1;
+    v.len = arg->len - len - 1;
+
+    t = ngx_parse_time(&v, 0);
+    if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
+        return NGX_ERROR;
+    }
+
+    *out = t;
+
+    return NGX_OK;
+}
+
+
 /* conductor_breaker failures=N timeout=TIME */
 
 char *
@@ -1045,10 +1107,9 @@ ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_conductor_main_conf_t *cmcf = conf;
 
-    ngx_int_t    n;
-    ngx_str_t   *value, s;
+    ngx_int_t    rc;
+    ngx_str_t   *value;
     ngx_uint_t   i;
-    ngx_msec_t   t;
 
     if (cmcf->breaker_failures != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -1058,33 +1119,16 @@ ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (value[i].len > 9
-            && ngx_strncmp(value[i].data, "failures=", 9) == 0)
-        {
-            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
-            if (n == NGX_ERROR || n == 0) {
-                goto invalid;
-            }
-
-            cmcf->breaker_failures = n;
-            continue;
+        rc = ngx_http_conductor_param_num(&value[i], "failures",
+                                          &cmcf->breaker_failures);
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_msec(&value[i], "timeout",
+                                               &cmcf->breaker_timeout);
         }
 
-        if (value[i].len > 8 && ngx_strncmp(value[i].data, "timeout=", 8) == 0)
-        {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            t = ngx_parse_time(&s, 0);
-            if (t == (ngx_msec_t) NGX_ERROR) {
-                goto invalid;
-            }
-
-            cmcf->breaker_timeout = t;
-            continue;
+        if (rc != NGX_OK) {
+            goto invalid;
         }
-
-        goto invalid;
     }
 
     if (cmcf->breaker_failures == NGX_CONF_UNSET_UINT) {
@@ -1185,10 +1229,9 @@ ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_conductor_loc_conf_t *lcf = conf;
 
-    ngx_int_t    n;
-    ngx_str_t   *value, s;
+    ngx_int_t    rc;
+    ngx_str_t   *value;
     ngx_uint_t   i;
-    ngx_msec_t   t;
 
     if (lcf->queue_timeout != NGX_CONF_UNSET_MSEC) {
         return "is duplicate";
@@ -1198,31 +1241,16 @@ ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (value[i].len > 8 && ngx_strncmp(value[i].data, "timeout=", 8) == 0)
-        {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            t = ngx_parse_time(&s, 0);
-            if (t == (ngx_msec_t) NGX_ERROR) {
-                goto invalid;
-            }
-
-            lcf->queue_timeout = t;
-            continue;
+        rc = ngx_http_conductor_param_msec(&value[i], "timeout",
+                                           &lcf->queue_timeout);
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_num(&value[i], "max",
+                                              &lcf->queue_max);
         }
 
-        if (value[i].len > 4 && ngx_strncmp(value[i].data, "max=", 4) == 0) {
-            n = ngx_atoi(value[i].data + 4, value[i].len - 4);
-            if (n == NGX_ERROR) {
-                goto invalid;
-            }
-
-            lcf->queue_max = n;
-            continue;
+        if (rc != NGX_OK) {
+            goto invalid;
         }
-
-        goto invalid;
     }
 
     if (lcf->queue_timeout == NGX_CONF_UNSET_MSEC) {

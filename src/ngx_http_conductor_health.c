@@ -45,11 +45,10 @@ char *
 ngx_http_conductor_health_conf(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p)
 {
-    u_char      *last;
-    ngx_int_t    n;
-    ngx_str_t   *value, s, uri;
+    u_char      *last, *c;
+    ngx_int_t    rc;
+    ngx_str_t   *value, uri;
     ngx_uint_t   i;
-    ngx_msec_t   t;
 
     value = cf->args->elts;
 
@@ -61,46 +60,29 @@ ngx_http_conductor_health_conf(ngx_conf_t *cf,
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (ngx_strncmp(value[i].data, "interval=", 9) == 0
-            || ngx_strncmp(value[i].data, "timeout=", 8) == 0)
-        {
-            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
-            s.len = value[i].data + value[i].len - s.data;
+        rc = ngx_http_conductor_param_msec(&value[i], "interval",
+                                           &p->hc_interval);
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_msec(&value[i], "timeout",
+                                               &p->hc_timeout);
+        }
 
-            t = ngx_parse_time(&s, 0);
-            if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
-                goto invalid;
-            }
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_num(&value[i], "fails",
+                                              &p->hc_fails);
+        }
 
-            if (value[i].data[0] == 'i') {
-                p->hc_interval = t;
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_num(&value[i], "passes",
+                                              &p->hc_passes);
+        }
 
-            } else {
-                p->hc_timeout = t;
-            }
-
+        if (rc == NGX_OK) {
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "fails=", 6) == 0
-            || ngx_strncmp(value[i].data, "passes=", 7) == 0)
-        {
-            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            n = ngx_atoi(s.data, s.len);
-            if (n == NGX_ERROR || n == 0) {
-                goto invalid;
-            }
-
-            if (value[i].data[0] == 'f') {
-                p->hc_fails = n;
-
-            } else {
-                p->hc_passes = n;
-            }
-
-            continue;
+        if (rc == NGX_ERROR) {
+            goto invalid;
         }
 
         if (value[i].len > 5 && ngx_strncmp(value[i].data, "uri=/", 5) == 0) {
@@ -112,9 +94,11 @@ ngx_http_conductor_health_conf(ngx_conf_t *cf,
         goto invalid;
     }
 
-    for (i = 0; i < uri.len; i++) {
-        if (uri.data[i] <= ' ' || uri.data[i] == 0x7f) {
-            goto invalid;
+    for (c = uri.data; c < uri.data + uri.len; c++) {
+        if (*c <= ' ' || *c == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid health_check uri \"%V\"", &uri);
+            return NGX_CONF_ERROR;
         }
     }
 

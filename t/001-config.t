@@ -221,3 +221,54 @@ is $mock->[1]{headers}{authorization}, 'Bearer from-a-file', 'file= key, trailin
 --- no_error_log eval
 [qr/\[error\]/, qr/^(?!.*x-mock-key).*from-the-environment/m,
  qr/^(?!.*x-mock-key).*from-a-file/m]
+
+=== TEST 21: conductor_breaker with a bad value
+--- http_config
+conductor_provider p1 { url http://127.0.0.1:1/v1; key k1 s1; }
+conductor_breaker failures=0;
+--- config
+--- must_die
+--- error_log
+invalid parameter "failures=0"
+
+=== TEST 22: conductor_queue needs a timeout
+--- http_config
+conductor_provider p1 { url http://127.0.0.1:1/v1; key k1 s1; }
+conductor_queue max=10;
+--- config
+--- must_die
+--- error_log
+"conductor_queue" directive needs timeout=
+
+=== TEST 23: health_check with an unknown parameter
+--- http_config
+conductor_provider p1 { url http://127.0.0.1:1/v1; health_check every=5s; key k1 s1; }
+--- config
+--- must_die
+--- error_log
+invalid health_check parameter "every=5s"
+
+=== TEST 24: health_check before url
+--- http_config
+conductor_provider p1 { health_check interval=5s; url http://127.0.0.1:1/v1; key k1 s1; }
+--- config
+--- must_die
+--- error_log
+health_check must come after url
+
+=== TEST 25: conductor_balancer with a bad keepalive
+--- http_config
+conductor_provider p1 { url http://127.0.0.1:1/v1; key k1 s1; }
+upstream conductor_backend { conductor_balancer keepalive=lots; }
+--- config
+--- must_die
+--- error_log
+invalid parameter "keepalive=lots"
+
+=== TEST 26: a provider address with a bad port (no name is ever resolved in tests)
+--- http_config
+conductor_provider p1 { url https://api.example.test/v1; address 127.0.0.1:99999; key k1 s1; }
+--- config
+--- must_die
+--- error_log
+invalid port in "127.0.0.1:99999" of provider "p1"
