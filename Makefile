@@ -21,7 +21,7 @@ MODULE_SOURCES := config ngx_http_conductor_module.c $(wildcard src/*.c src/*.h)
 
 # nginx-free parsers, built on their own for unit tests and fuzzing
 PARSERS  := src/ngx_http_conductor_json.c src/ngx_http_conductor_sse.c \
-            src/ngx_http_conductor_usage.c
+            src/ngx_http_conductor_usage.c src/ngx_http_conductor_strip.c
 PARSERS_PRESENT = $(wildcard $(PARSERS))
 UNIT_SRC := $(wildcard t/unit/*_test.c)
 UNIT_BIN := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
@@ -106,3 +106,9 @@ install: build
 
 clean:
 	rm -rf $(BUILD)
+
+# callgrind: instructions per streamed byte and per request, plain proxy_pass
+# against the gateway (bench/callgrind.sh, 1-2 minutes)
+.PHONY: bench-instructions
+bench-instructions: build
+	bench/callgrind.sh

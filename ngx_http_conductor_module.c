@@ -102,6 +102,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       0,
       NULL },
 
+    { ngx_string("conductor_stream_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_stream_timeout_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_unknown_models"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -318,6 +325,7 @@ ngx_http_conductor_create_loc_conf(ngx_conf_t *cf)
     lcf->failover = NGX_CONF_UNSET_UINT;
     lcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     lcf->queue_max = NGX_CONF_UNSET_UINT;
+    lcf->stream_idle = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -355,6 +363,7 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ucf->next_upstream = conf->failover;
     }
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 1000);
+    ngx_conf_merge_msec_value(conf->stream_idle, prev->stream_idle, 0);
 
     return NGX_CONF_OK;
 }

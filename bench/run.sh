@@ -12,12 +12,15 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 
 usage() {
     cat <<'EOF'
-usage: bench/run.sh [--quick] [--no-module] [--strict]
+usage: bench/run.sh [--quick] [--no-module] [--strict] [--instructions]
 
   --quick       1 round of 3 x 1 s slices per run (checks the script; figures are noise)
   --no-module   run a second plain nginx where the gateway would be (tests the
                 script before the module builds; the ratio is then ~1.0)
   --strict      exit 1 when a target is missed (default: only on errors)
+  --instructions  instead of the wrk runs, count instructions per streamed byte
+                and per request with callgrind (bench/callgrind.sh; --quick,
+                --no-module and --strict are passed on; see its --help)
 
 Environment (defaults in brackets):
   ROUNDS [3]  DURATION [10] (s per front per round)  LAT_DURATION [10] (s, 1 conn)
@@ -34,15 +37,21 @@ EOF
 NO_MODULE=${BENCH_NO_MODULE:-0}
 STRICT=${BENCH_STRICT:-0}
 QUICK=0
+INSTRUCTIONS=0
 for arg in "$@"; do
     case "$arg" in
         --quick)     QUICK=1 ;;
         --no-module) NO_MODULE=1 ;;
         --strict)    STRICT=1 ;;
+        --instructions) INSTRUCTIONS=1 ;;
         -h|--help)   usage; exit 0 ;;
         *)           echo "bench: unknown argument: $arg" >&2; usage >&2; exit 1 ;;
     esac
 done
+if [ "$INSTRUCTIONS" = 1 ]; then
+    # callgrind instead of wrk: its own ports (CG_PORT) and run directory
+    exec "$BENCH_DIR/callgrind.sh" "$@"
+fi
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}

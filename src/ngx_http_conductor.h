@@ -13,6 +13,7 @@
 
 #include "ngx_http_conductor_json.h"
 #include "ngx_http_conductor_sse.h"
+#include "ngx_http_conductor_strip.h"
 #include "ngx_http_conductor_usage.h"
 
 
@@ -71,7 +72,9 @@ typedef struct ngx_http_conductor_provider_s  ngx_http_conductor_provider_t;
 #define NGX_HTTP_CONDUCTOR_ERR_5XX      2
 #define NGX_HTTP_CONDUCTOR_ERR_TIMEOUT  3
 #define NGX_HTTP_CONDUCTOR_ERR_CONNECT  4   /* refused, reset, bad header */
-#define NGX_HTTP_CONDUCTOR_NERRORS      5
+#define NGX_HTTP_CONDUCTOR_ERR_STREAM_CUT      5   /* ended incomplete */
+#define NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT  6   /* went quiet */
+#define NGX_HTTP_CONDUCTOR_NERRORS      7
 
 /* circuit breaker states */
 #define NGX_HTTP_CONDUCTOR_CLOSED       0
@@ -140,6 +143,7 @@ typedef struct {
     ngx_rbtree_t                      rbtree;
     ngx_rbtree_node_t                 sentinel;
     ngx_uint_t                        queued;    /* waiting for room */
+    ngx_http_conductor_node_t         gateway;   /* answers of its own */
 } ngx_http_conductor_shctx_t;
 
 
@@ -258,6 +262,7 @@ typedef struct {
     ngx_uint_t                        failover;  /* next_upstream mask */
     ngx_msec_t                        queue_timeout;   /* 0: no queue */
     ngx_uint_t                        queue_max;
+    ngx_msec_t                        stream_idle;  /* 0: read timeout */
 } ngx_http_conductor_loc_conf_t;
 
 
@@ -325,13 +330,20 @@ typedef struct {
     ngx_http_conductor_sse_scan_t    *scan;
     off_t                             body_bytes;  /* of the answer */
 
-    /* taking the usage-only chunk out of a stream (strip mode) */
-    u_char                           *held;      /* the partial line */
-    size_t                            held_len;
-    uint64_t                          careful_from;  /* stream offset */
-    ngx_chain_t                      *ob_link;
-    ngx_chain_t                      *free;
+    /* a stream (SSE answer): its end, and the usage-only chunk taken out
+     * for a client that did not ask for it (strip mode) */
+    ngx_http_conductor_strip_t       *strip;     /* NULL: not strip mode */
+    ngx_buf_t                        *strip_buf; /* the piece being fed */
+    ngx_chain_t                     **strip_ll;  /* where its output goes */
+    ngx_chain_t                      *free;      /* our own buffers */
     ngx_chain_t                      *busy;
+    void                            (*upstream_finalize)(
+                                          ngx_http_request_t *r,
+                                          ngx_int_t rc);  /* the proxy's */
+    ngx_event_t                       idle_ev;   /* conductor_stream_timeout */
+    ngx_msec_t                        last_data; /* when a byte came */
+    u_char                            last2[2];  /* the stream's last bytes */
+    ngx_uint_t                        stream_error;  /* 0, ERR_STREAM_* */
 
     unsigned                          stream:1;
     unsigned                          client_usage:1;  /* asked for it */
@@ -339,10 +351,12 @@ typedef struct {
     unsigned                          inflight:1;
     unsigned                          retry_same:1;
     unsigned                          observe:2;   /* NONE, JSON, SSE */
-    unsigned                          strip:1;
-    unsigned                          careful:1;   /* line by line now */
-    unsigned                          long_line:1;
-    unsigned                          drop_blank:1;
+    unsigned                          strip_used:1;  /* strip_buf is sent */
+    unsigned                          stream_done:1;   /* its end judged */
+    unsigned                          stream_ended:1;  /* we ended it */
+    unsigned                          passing:1;   /* our own end event */
+    unsigned                          outcome_pending:1;  /* log decides */
+    unsigned                          keepalive:1;  /* before a failed end */
     unsigned                          finished:1;  /* the body ended */
     unsigned                          json_done:1; /* read in one piece */
     unsigned                          final_done:1;
@@ -378,6 +392,8 @@ char *ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_conductor_stream_timeout_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 char *ngx_http_conductor_failover_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
@@ -424,6 +440,10 @@ uint64_t ngx_http_conductor_now_ms(void);
 /* balancer */
 char *ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+void ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_node_t *node, uint64_t now_ms);
+void ngx_http_conductor_breaker_pass(ngx_http_conductor_node_t *key,
+    ngx_http_conductor_node_t *provider);
 
 /* filter */
 ngx_int_t ngx_http_conductor_filter_init(ngx_conf_t *cf);

@@ -15,6 +15,10 @@ static void ngx_http_conductor_reconcile(ngx_http_conductor_node_t *node,
     ngx_http_conductor_ctx_t *ctx);
 static void ngx_http_conductor_add_totals(ngx_http_conductor_node_t *node,
     ngx_http_conductor_ctx_t *ctx, ngx_int_t err);
+static ngx_int_t ngx_http_conductor_answer_class(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_log_refused(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
 
 
 ngx_int_t
@@ -67,8 +71,19 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
         return u;
     }
 
-    if (ctx->usage.found) {
+    if (ctx->usage.found
+        && !(ctx->stream_error && !ctx->usage.delta
+             && ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_MESSAGES))
+    {
         *u = ctx->usage;
+
+    } else if (ctx->usage.found) {
+        /* a cut Anthropic stream: message_start's input is exact, its
+         * output a placeholder; what came is estimated */
+        *u = ctx->usage;
+        u->completion = (ctx->body_bytes + 3) / 4;
+        u->total = u->prompt + u->completion;
+        ctx->estimated = 1;
 
     } else {
         in = ctx->body_len ? (off_t) ctx->body_len
@@ -138,7 +153,6 @@ ngx_int_t
 ngx_http_conductor_log_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        err;
-    ngx_uint_t                       status;
     ngx_http_conductor_ctx_t        *ctx;
     ngx_http_conductor_cand_t       *cand;
     ngx_http_conductor_node_t       *key, *provider, *model;
@@ -146,38 +160,19 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
-    if (ctx == NULL || ctx->committed
-        || (ctx->attempts == 0 && ctx->usage_provider == NULL))
-    {
+    if (ctx == NULL || ctx->committed) {
         return NGX_OK;
+    }
+
+    if (ctx->attempts == 0 && ctx->usage_provider == NULL) {
+        return ngx_http_conductor_log_refused(r, ctx);
     }
 
     ctx->committed = 1;
 
     (void) ngx_http_conductor_final_usage(r, ctx);
 
-    status = r->headers_out.status;
-
-    if (status >= NGX_HTTP_OK && status < NGX_HTTP_BAD_REQUEST
-        && !ctx->error_replace)
-    {
-        err = NGX_DECLINED;
-
-    } else if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
-        err = NGX_HTTP_CONDUCTOR_ERR_429;
-
-    } else if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
-        err = NGX_HTTP_CONDUCTOR_ERR_TIMEOUT;
-
-    } else if (status == NGX_HTTP_BAD_GATEWAY && ctx->winner == NULL) {
-        err = NGX_HTTP_CONDUCTOR_ERR_CONNECT;
-
-    } else if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-        err = NGX_HTTP_CONDUCTOR_ERR_5XX;
-
-    } else {
-        err = NGX_HTTP_CONDUCTOR_ERR_4XX;
-    }
+    err = ngx_http_conductor_answer_class(r, ctx);
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
 
@@ -197,6 +192,18 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
     if (key) {
         /* the key's requests and errors were counted per attempt */
         ngx_http_conductor_add_totals(key, ctx, NGX_ERROR);
+
+        if (ctx->outcome_pending) {
+            /* a stream: only its end tells an answer from a failure */
+            if (ctx->stream_error) {
+                key->errors[ctx->stream_error]++;
+                ngx_http_conductor_breaker(cmcf, key,
+                                           ngx_http_conductor_now_ms());
+
+            } else {
+                ngx_http_conductor_breaker_pass(key, provider);
+            }
+        }
     }
 
     if (ctx->reserved && ctx->cand) {
@@ -207,6 +214,90 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
 
     if (model) {
         ngx_http_conductor_add_totals(model, ctx, err);
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    return NGX_OK;
+}
+
+
+/* the error class of the answer the client got, NGX_DECLINED: a good one */
+
+static ngx_int_t
+ngx_http_conductor_answer_class(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_uint_t  status;
+
+    status = r->headers_out.status;
+
+    if (status >= NGX_HTTP_OK && status < NGX_HTTP_BAD_REQUEST
+        && !ctx->error_replace)
+    {
+        return ctx->stream_error ? (ngx_int_t) ctx->stream_error
+                                 : NGX_DECLINED;
+    }
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return NGX_HTTP_CONDUCTOR_ERR_429;
+    }
+
+    if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
+        return NGX_HTTP_CONDUCTOR_ERR_TIMEOUT;
+    }
+
+    if (status == NGX_HTTP_BAD_GATEWAY && ctx->winner == NULL) {
+        return NGX_HTTP_CONDUCTOR_ERR_CONNECT;
+    }
+
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return NGX_HTTP_CONDUCTOR_ERR_5XX;
+    }
+
+    return NGX_HTTP_CONDUCTOR_ERR_4XX;
+}
+
+
+/*
+ * A routed request the gateway answered itself, nothing sent upstream
+ * (every key at its limit: 429; none could ever serve it: 503; a bad
+ * body: 400): counted for its model alias and in the gateway's own node,
+ * which the status totals include.
+ */
+
+static ngx_int_t
+ngx_http_conductor_log_refused(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_int_t                        err;
+    ngx_http_conductor_loc_conf_t   *lcf;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+    if (!lcf->route || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+        return NGX_OK;
+    }
+
+    ctx->committed = 1;
+
+    (void) ngx_http_conductor_final_usage(r, ctx);
+
+    err = ngx_http_conductor_answer_class(r, ctx);
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    if (cmcf->sh == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    ngx_http_conductor_add_totals(&cmcf->sh->gateway, ctx, err);
+
+    if (ctx->model) {
+        ngx_http_conductor_add_totals(ctx->model->node, ctx, err);
     }
 
     ngx_http_conductor_shm_unlock(cmcf);

@@ -43,8 +43,6 @@ static void ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static ngx_int_t ngx_http_conductor_error_class(ngx_peer_connection_t *pc,
     ngx_uint_t state, ngx_uint_t status);
-static void ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
-    ngx_http_conductor_node_t *node, uint64_t now_ms);
 static void ngx_http_conductor_read_limits(ngx_http_request_t *r,
     ngx_uint_t status, ngx_http_conductor_limits_t *lim);
 static ngx_uint_t ngx_http_conductor_header_is(ngx_str_t *key,
@@ -379,11 +377,15 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
     }
 
     if (err == NGX_DECLINED) {
-        kn->failures = 0;
-        kn->backoff = 0;
-        kn->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
-        pn->failures = 0;
-        pn->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
+
+        if (state == 0 && ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
+            /* a stream may still be cut: its end decides, in the LOG phase */
+            ctx->outcome_pending = 1;
+
+        } else {
+            ngx_http_conductor_breaker_pass(kn, pn);
+        }
+
         kn->responses++;
 
         ttfb = (us && us->header_time != (ngx_msec_t) -1) ? us->header_time
@@ -461,7 +463,7 @@ ngx_http_conductor_balancer_free(ngx_peer_connection_t *pc, void *data,
 
 /* consecutive failures open the breaker; a failed probe opens it again */
 
-static void
+void
 ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
     ngx_http_conductor_node_t *node, uint64_t now_ms)
 {
@@ -474,6 +476,20 @@ ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
         node->cooldown_until = ngx_max(node->cooldown_until,
                                        now_ms + cmcf->breaker_timeout);
     }
+}
+
+
+/* an answer: the key's and its provider's failures are over */
+
+void
+ngx_http_conductor_breaker_pass(ngx_http_conductor_node_t *key,
+    ngx_http_conductor_node_t *provider)
+{
+    key->failures = 0;
+    key->backoff = 0;
+    key->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
+    provider->failures = 0;
+    provider->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
 }
 
 

@@ -1268,6 +1268,60 @@ invalid:
 }
 
 
+/*
+ * conductor_stream_timeout idle=TIME: a stream whose provider sends nothing
+ * for that long is ended with an error event (default: proxy_read_timeout
+ * alone).  first= is refused with the reason: see README.
+ */
+
+char *
+ngx_http_conductor_stream_timeout_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_conductor_loc_conf_t *lcf = conf;
+
+    ngx_int_t    rc;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (lcf->stream_idle != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_http_conductor_param_msec(&value[i], "idle",
+                                           &lcf->stream_idle);
+
+        if (rc == NGX_DECLINED && value[i].len > 6
+            && ngx_strncmp(value[i].data, "first=", 6) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"first=\" is not supported: nginx has "
+                               "sent the answer's header to the client when "
+                               "the first event is awaited, so the request "
+                               "cannot fail over any more");
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\": expected "
+                               "idle=TIME", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (lcf->stream_idle == NGX_CONF_UNSET_MSEC || lcf->stream_idle == 0) {
+        return "needs idle=TIME, above 0";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 ngx_http_conductor_provider_t *
 ngx_http_conductor_find_provider(ngx_http_conductor_main_conf_t *cmcf,
     ngx_str_t *name)

@@ -16,16 +16,30 @@ static ngx_int_t ngx_http_conductor_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_observe(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
-static ngx_int_t ngx_http_conductor_feed(ngx_http_request_t *r,
+static ngx_int_t ngx_http_conductor_observe_stream(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_feed_json(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_feed_stream(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_strip(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
-static ngx_int_t ngx_http_conductor_strip_bytes(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx, u_char *p, u_char *end, ngx_buf_t **obp);
-static ngx_int_t ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx,
-    u_char *line, size_t len);
-static void ngx_http_conductor_sse_line(void *data,
-    const ngx_http_conductor_sse_line_t *line);
+static void ngx_http_conductor_strip_emit(void *data, const u_char *p,
+    size_t len, int own);
+static void ngx_http_conductor_stream_bytes(ngx_http_conductor_ctx_t *ctx,
+    u_char *p, size_t len);
+static ngx_uint_t ngx_http_conductor_stream_judge(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_int_t rc);
+static ngx_chain_t **ngx_http_conductor_stream_end(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t **ll);
+static ngx_buf_t *ngx_http_conductor_stream_error_event(
+    ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_stream_finalize(ngx_http_request_t *r,
+    ngx_int_t rc);
+static void ngx_http_conductor_stream_idle(ngx_event_t *ev);
+static void ngx_http_conductor_stream_cleanup(void *data);
+static ngx_chain_t *ngx_http_conductor_own_buf(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, size_t size);
 static void *ngx_http_conductor_sse_alloc(void *data, size_t size);
 static void ngx_http_conductor_sse_free(void *data, void *p);
 static ngx_int_t ngx_http_conductor_replace_error(ngx_http_request_t *r,
@@ -39,6 +53,14 @@ static ngx_int_t ngx_http_conductor_add_header(ngx_http_request_t *r,
  * enough to come from the request's pool, not from malloc, on every answer
  */
 #define NGX_HTTP_CONDUCTOR_USAGE_CAPTURE  2048
+
+/*
+ * The tail of a stream kept for its end: every line that ends in its last
+ * half is seen (the usage chunk, [DONE], message_delta and message_stop
+ * end there); a longer line is parsed as it comes.  Each buffer copies at
+ * most this much, and the end parses at most this much.
+ */
+#define NGX_HTTP_CONDUCTOR_STREAM_TAIL    1024
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -168,35 +190,53 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
-    if (ctx == NULL || r != r->main) {
+    if (ctx == NULL || r != r->main || ctx->passing) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (!ctx->error_replace) {
+    if (!ctx->error_replace && !ctx->stream_ended) {
 
-        if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_NONE) {
+        switch (ctx->observe) {
+
+        case NGX_HTTP_CONDUCTOR_OBSERVE_NONE:
             return ngx_http_next_body_filter(r, in);
-        }
 
-        if (ctx->strip) {
-            return ngx_http_conductor_strip(r, ctx, in);
-        }
+        case NGX_HTTP_CONDUCTOR_OBSERVE_JSON:
+            if (ngx_http_conductor_feed_json(r, ctx, in) != NGX_OK) {
+                return NGX_ERROR;
+            }
 
-        if (ngx_http_conductor_feed(r, ctx, in) != NGX_OK) {
-            return NGX_ERROR;
-        }
+            return ngx_http_next_body_filter(r, in);
 
-        return ngx_http_next_body_filter(r, in);
+        default:
+            if (ctx->strip) {
+                return ngx_http_conductor_strip(r, ctx, in);
+            }
+
+            return ngx_http_conductor_feed_stream(r, ctx, in);
+        }
     }
 
-    /* nginx's own error page is consumed and never sent */
+    /*
+     * nginx's own error page, or what follows the end we gave a stream,
+     * is consumed and never sent; what is pending still goes
+     */
     for (cl = in; cl; cl = cl->next) {
         cl->buf->pos = cl->buf->last;
         cl->buf->file_pos = cl->buf->file_last;
     }
 
+    if (ctx->stream_ended) {
+        /*
+         * the upstream, failing, has just turned keepalive off before this
+         * flush; the answer we ended is whole, the connection can stay
+         */
+        r->keepalive = ctx->keepalive;
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
     if (ctx->error_sent) {
-        return NGX_OK;
+        return ngx_http_next_body_filter(r, NULL);
     }
 
     ctx->error_sent = 1;
@@ -421,9 +461,8 @@ static ngx_int_t
 ngx_http_conductor_observe(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx)
 {
-    ngx_str_t                      *ct;
-    ngx_table_elt_t                *ce;
-    ngx_http_conductor_loc_conf_t  *lcf;
+    ngx_str_t        *ct;
+    ngx_table_elt_t  *ce;
 
     if (r->headers_out.status < NGX_HTTP_OK
         || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
@@ -450,30 +489,8 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
     if (ct->len >= 17
         && ngx_strncasecmp(ct->data, (u_char *) "text/event-stream", 17) == 0)
     {
-        ctx->sse = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_t));
-        if (ctx->sse == NULL) {
+        if (ngx_http_conductor_observe_stream(r, ctx) != NGX_OK) {
             return NGX_ERROR;
-        }
-
-        ngx_http_conductor_sse_init(ctx->sse, NGX_HTTP_CONDUCTOR_SSE_LINE_MAX,
-                                    ngx_http_conductor_sse_line, ctx);
-
-        /* the line buffer grows in the request's pool; a grown-out one
-         * goes back at once (a large allocation is freed by ngx_pfree) */
-        ngx_http_conductor_sse_set_allocator(ctx->sse,
-                                             ngx_http_conductor_sse_alloc,
-                                             ngx_http_conductor_sse_free,
-                                             r->pool);
-
-        ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_SSE;
-
-        lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
-
-        /* the usage chunk the gateway asked for, the client did not */
-        if (ctx->added_usage && !ctx->client_usage && lcf->route) {
-            ctx->strip = 1;
-            ngx_http_clear_content_length(r);
-            ngx_http_clear_accept_ranges(r);
         }
 
     } else if (ngx_strlcasestrn(ct->data, ct->data + ct->len,
@@ -492,9 +509,100 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
 }
 
 
+/*
+ * A stream: its usage is read from its first event and its tail; the
+ * usage-only chunk is taken out for a client that did not ask for it; its
+ * end is watched, so that a cut, a stall or an end without the stream's
+ * last event reaches the client as an error event, never as a success.
+ */
+
 static ngx_int_t
-ngx_http_conductor_feed(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
-    ngx_chain_t *in)
+ngx_http_conductor_observe_stream(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    u_char                         *tail, *held;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_upstream_t            *u;
+    ngx_http_conductor_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+    ctx->sse = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_t));
+    tail = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_STREAM_TAIL);
+
+    if (ctx->sse == NULL || tail == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_conductor_sse_init(ctx->sse, NGX_HTTP_CONDUCTOR_SSE_LINE_MAX,
+                                ngx_http_conductor_usage_sse_handler,
+                                &ctx->usage);
+
+    /* the line buffer grows in the request's pool; a grown-out one goes
+     * back at once (a large allocation is freed by ngx_pfree) */
+    ngx_http_conductor_sse_set_allocator(ctx->sse,
+                                         ngx_http_conductor_sse_alloc,
+                                         ngx_http_conductor_sse_free,
+                                         r->pool);
+
+    ngx_http_conductor_sse_set_tail(ctx->sse, tail,
+                                    NGX_HTTP_CONDUCTOR_STREAM_TAIL);
+
+    ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_SSE;
+    ctx->last_data = ngx_current_msec;
+
+    /* the usage chunk the gateway asked for, the client did not */
+    if (ctx->added_usage && !ctx->client_usage && lcf->route) {
+        ctx->strip = ngx_palloc(r->pool, sizeof(ngx_http_conductor_strip_t));
+        held = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
+
+        if (ctx->strip == NULL || held == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_conductor_strip_init(ctx->strip, held,
+                                      NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX,
+                                      ngx_http_conductor_strip_emit, ctx);
+
+        ngx_http_clear_content_length(r);
+        ngx_http_clear_accept_ranges(r);
+    }
+
+    u = r->upstream;
+
+    if (u == NULL) {
+        return NGX_OK;
+    }
+
+    /* an upstream that fails after the header: we end the stream first */
+    ctx->upstream_finalize = u->finalize_request;
+    u->finalize_request = ngx_http_conductor_stream_finalize;
+
+    if (lcf->stream_idle == 0) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_conductor_stream_cleanup;
+    cln->data = ctx;
+
+    ctx->idle_ev.handler = ngx_http_conductor_stream_idle;
+    ctx->idle_ev.data = r;
+    ctx->idle_ev.log = r->connection->log;
+
+    ngx_add_timer(&ctx->idle_ev, lcf->stream_idle);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_feed_json(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in)
 {
     size_t        len;
     u_char       *buf;
@@ -507,11 +615,8 @@ ngx_http_conductor_feed(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
         if (!ctx->finished && ngx_buf_in_memory(b) && b->last > b->pos) {
             len = b->last - b->pos;
 
-            if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
-                ngx_http_conductor_sse_feed(ctx->sse, b->pos, len);
-
-            } else if (ctx->body_bytes == 0
-                       && r->headers_out.content_length_n == (off_t) len)
+            if (ctx->body_bytes == 0
+                && r->headers_out.content_length_n == (off_t) len)
             {
                 /* the whole answer in one buffer: read in place */
                 (void) ngx_http_conductor_usage_parse_object(&ctx->usage,
@@ -544,10 +649,7 @@ ngx_http_conductor_feed(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
         if (b->last_buf && !ctx->finished) {
             ctx->finished = 1;
 
-            if (ctx->observe == NGX_HTTP_CONDUCTOR_OBSERVE_SSE) {
-                ngx_http_conductor_sse_finish(ctx->sse);
-
-            } else if (ctx->scan) {
+            if (ctx->scan) {
                 (void) ngx_http_conductor_usage_parse_scan(&ctx->usage,
                                                            ctx->scan);
             }
@@ -559,144 +661,131 @@ ngx_http_conductor_feed(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
 
 
 /*
- * Strip mode: the usage-only chunk the gateway asked for is taken out of
- * what a client that did not ask receives.  It comes after the chunk that
- * finishes the choice, so until the parser has seen that one the stream
- * goes on untouched, buffer by buffer; after it, line by line: every
- * complete line leaves at once, unchanged, but the usage chunk and the
- * blank line that ends its event; only a partial last line of a buffer
- * waits for its end, which an SSE client could not use before either.
+ * A stream the client gets as it is: every buffer goes on untouched; at
+ * its end, an incomplete stream gets an error event before the end.
+ */
+
+static ngx_int_t
+ngx_http_conductor_feed_stream(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, *out, **ll, *last;
+
+    last = NULL;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b) && b->last > b->pos) {
+            ngx_http_conductor_stream_bytes(ctx, b->pos, b->last - b->pos);
+        }
+
+        if (b->last_buf) {
+            last = cl;
+        }
+    }
+
+    if (last == NULL
+        || ngx_http_conductor_stream_judge(r, ctx, 0) == 0)
+    {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* the same links, the end of the answer after our error event */
+
+    out = NULL;
+    ll = &out;
+
+    for (cl = in; cl != last->next; cl = cl->next) {
+        *ll = ngx_alloc_chain_link(r->pool);
+        if (*ll == NULL) {
+            return NGX_ERROR;
+        }
+
+        (*ll)->buf = cl->buf;
+        ll = &(*ll)->next;
+    }
+
+    last->buf->last_buf = 0;
+
+    ll = ngx_http_conductor_stream_end(r, ctx, ll);
+    if (ll == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ll = NULL;
+
+    return ngx_http_next_body_filter(r, out);
+}
+
+
+/*
+ * Strip mode: the usage-only chunk, known by its structure, is taken out of
+ * what the client gets.  The complete lines of a buffer go on in that
+ * buffer, uncopied; only a line the buffer ends inside is copied and held
+ * until its end (an SSE client could not use it before either), and a
+ * buffer with the chunk in it is split around it.
  */
 
 static ngx_int_t
 ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
     ngx_chain_t *in)
 {
-    size_t        cut;
-    uint64_t      off;
-    ngx_uint_t    careful, last_buf, last_in_chain, flush;
     ngx_int_t     rc;
-    ngx_buf_t    *b, *ob;
-    ngx_chain_t  *cl, *out, **ll;
+    ngx_buf_t    *b;
+    ngx_uint_t    last_buf;
+    ngx_chain_t  *out, **ll;
 
     out = NULL;
     ll = &out;
 
     for ( /* void */ ; in; in = in->next) {
         b = in->buf;
-        ob = NULL;
-        cut = 0;
         last_buf = b->last_buf;
-        last_in_chain = b->last_in_chain;
-        flush = b->flush;
 
         if (ngx_buf_in_memory(b) && b->last > b->pos) {
+            ngx_http_conductor_stream_bytes(ctx, b->pos, b->last - b->pos);
 
-            off = ctx->sse->offset;
-            careful = ctx->careful;
+            ctx->strip_buf = b;
+            ctx->strip_used = 0;
+            ctx->strip_ll = ll;
 
-            ngx_http_conductor_sse_feed(ctx->sse, b->pos, b->last - b->pos);
+            ngx_http_conductor_strip_feed(ctx->strip, b->pos,
+                                          b->last - b->pos);
 
-            ctx->body_bytes += b->last - b->pos;
-
-            if (!careful && !ctx->careful) {
-                /* nothing to take out here: the buffer goes as it is */
-                cl = ngx_alloc_chain_link(r->pool);
-                if (cl == NULL) {
-                    return NGX_ERROR;
-                }
-
-                cl->buf = b;
-                *ll = cl;
-                ll = &cl->next;
-                continue;
-            }
-
-            if (!careful) {
-                /* the finishing chunk ended in this buffer: the bytes up
-                 * to its end go as they are, the rest line by line */
-                cut = ctx->careful_from > off ? ctx->careful_from - off : 0;
-            }
-
-            if (ngx_http_conductor_strip_bytes(r, ctx, b->pos + cut, b->last,
-                                               &ob)
-                != NGX_OK)
-            {
+            if (ctx->strip_ll == NULL) {
                 return NGX_ERROR;
             }
 
-            /* the end of the answer goes with the last bytes, our own */
-            b->last = b->pos + cut;
+            ll = ctx->strip_ll;
+
+            if (!ctx->strip_used) {
+                /* held or taken out: nothing of it goes, it is consumed */
+                b->pos = b->last;
+            }
+
             b->last_buf = 0;
             b->last_in_chain = 0;
-
-            if (cut) {
-                cl = ngx_alloc_chain_link(r->pool);
-                if (cl == NULL) {
-                    return NGX_ERROR;
-                }
-
-                cl->buf = b;
-                *ll = cl;
-                ll = &cl->next;
-            }
         }
 
-        if (last_buf || last_in_chain || flush) {
+        if (last_buf) {
+            (void) ngx_http_conductor_stream_judge(r, ctx, 0);
 
-            if (last_buf && ctx->held_len) {
-                /* a cut stream: what is left goes as it came */
-                if (ngx_http_conductor_strip_bytes(r, ctx, NULL, NULL, &ob)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
+            ll = ngx_http_conductor_stream_end(r, ctx, ll);
+            if (ll == NULL) {
+                return NGX_ERROR;
             }
-
-            if (ob == NULL) {
-                cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-                if (cl == NULL) {
-                    return NGX_ERROR;
-                }
-
-                ob = cl->buf;
-                ngx_memzero(ob, sizeof(ngx_buf_t));
-                ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
-
-            } else {
-                cl = ctx->ob_link;
-            }
-
-            ob->last_buf = last_buf;
-            ob->last_in_chain = last_in_chain;
-            ob->flush = 1;
-
-            if (ob->pos == ob->last) {
-                /* nothing kept: the flags alone go on */
-                ob->temporary = 0;
-                ob->sync = ob->last_buf ? 0 : 1;
-            }
-
-        } else if (ob) {
-            cl = ctx->ob_link;
-
-            if (ob->pos == ob->last) {
-                continue;
-            }
-
-        } else {
-            continue;
         }
-
-        *ll = cl;
-        ll = &cl->next;
     }
 
     *ll = NULL;
 
-    if (out == NULL && ctx->busy == NULL) {
-        return NGX_OK;
-    }
+    /*
+     * Called even with nothing new: a call without buffers is how the
+     * upstream asks for what the write filter still holds to be sent
+     * (a slow client); returning early there stalls the stream for good.
+     */
 
     rc = ngx_http_next_body_filter(r, out);
 
@@ -707,182 +796,380 @@ ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
 }
 
 
-/*
- * The kept lines of [p, end) (with a partial line held from before) into a
- * buffer of our own; p == NULL flushes what is held, as it came.
- */
-
-static ngx_int_t
-ngx_http_conductor_strip_bytes(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx, u_char *p, u_char *end, ngx_buf_t **obp)
-{
-    size_t        size, n;
-    u_char       *nl;
-    ngx_buf_t    *ob;
-    ngx_chain_t  *cl;
-
-    size = ctx->held_len + (p ? (size_t) (end - p) : 0);
-
-    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    ob = cl->buf;
-
-    if (ob->start == NULL || (size_t) (ob->end - ob->start) < size) {
-        ob->start = ngx_palloc(r->pool, ngx_max(size, 4096));
-        if (ob->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        ob->end = ob->start + ngx_max(size, 4096);
-    }
-
-    ob->pos = ob->start;
-    ob->last = ob->start;
-    ob->temporary = 1;
-    ob->sync = 0;
-    ob->last_buf = 0;
-    ob->last_in_chain = 0;
-    ob->flush = 1;
-    ob->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
-
-    *obp = ob;
-    ctx->ob_link = cl;
-
-    if (p == NULL) {
-        ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
-        ctx->held_len = 0;
-        return NGX_OK;
-    }
-
-    while (p < end) {
-        nl = ngx_strlchr(p, end, '\n');
-
-        if (ctx->long_line) {
-            /* a line too long to be the usage chunk goes on as it is */
-            n = (nl ? nl + 1 : end) - p;
-            ob->last = ngx_cpymem(ob->last, p, n);
-            p += n;
-            ctx->long_line = (nl == NULL);
-            continue;
-        }
-
-        n = (nl ? nl + 1 : end) - p;
-
-        if (ctx->held_len + n > NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX) {
-            ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
-            ob->last = ngx_cpymem(ob->last, p, n);
-            ctx->held_len = 0;
-            ctx->long_line = (nl == NULL);
-            p += n;
-            continue;
-        }
-
-        if (ctx->held == NULL) {
-            ctx->held = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
-            if (ctx->held == NULL) {
-                return NGX_ERROR;
-            }
-        }
-
-        ngx_memcpy(ctx->held + ctx->held_len, p, n);
-        ctx->held_len += n;
-        p += n;
-
-        if (nl == NULL) {
-            break;
-        }
-
-        if (ngx_http_conductor_strip_line(ctx, ctx->held, ctx->held_len)) {
-            ob->last = ngx_cpymem(ob->last, ctx->held, ctx->held_len);
-        }
-
-        ctx->held_len = 0;
-    }
-
-    return NGX_OK;
-}
-
-
-/* 1: the line goes on; 0: it is the usage chunk or the end of its event */
-
-static ngx_int_t
-ngx_http_conductor_strip_line(ngx_http_conductor_ctx_t *ctx, u_char *line,
-    size_t len)
-{
-    size_t   n;
-    u_char  *p;
-
-    n = len;
-
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
-        n--;
-    }
-
-    if (n == 0) {
-        if (ctx->drop_blank) {
-            ctx->drop_blank = 0;
-            return 0;
-        }
-
-        return 1;
-    }
-
-    ctx->drop_blank = 0;
-
-    if (n < 5 || ngx_strncmp(line, "data:", 5) != 0) {
-        return 1;
-    }
-
-    p = line + 5;
-    n -= 5;
-
-    if (n && *p == ' ') {
-        p++;
-        n--;
-    }
-
-    if (ngx_http_conductor_usage_only_chunk(p, n)) {
-        ctx->drop_blank = 1;
-        return 0;
-    }
-
-    return 1;
-}
-
-
-/*
- * Every data line of a stream: its usage, and, in strip mode, whether it
- * is the chunk that finishes a choice ("finish_reason" with a string, near
- * the end of the chunk as the APIs write it): the usage chunk comes after.
- */
+/* strip_feed()'s output: the buffer's own bytes, or a copy */
 
 static void
-ngx_http_conductor_sse_line(void *data,
-    const ngx_http_conductor_sse_line_t *line)
+ngx_http_conductor_strip_emit(void *data, const u_char *p, size_t len,
+    int own)
 {
     ngx_http_conductor_ctx_t *ctx = data;
 
-    size_t         n;
-    const u_char  *p;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
 
-    ngx_http_conductor_usage_sse_handler(&ctx->usage, line);
-
-    if (!ctx->strip || ctx->careful
-        || !(line->flags & NGX_HTTP_CONDUCTOR_SSE_DATA))
-    {
+    if (ctx->strip_ll == NULL) {
         return;
     }
 
-    n = ngx_min(line->len, 96);
-    p = line->data + line->len - n;
+    if (!own && !ctx->strip_used && ctx->strip_buf) {
+        /* a range of the upstream's buffer goes in that buffer */
+        cl = ngx_alloc_chain_link(ctx->request->pool);
+        if (cl == NULL) {
+            ctx->strip_ll = NULL;
+            return;
+        }
 
-    if (memmem(p, n, "\"finish_reason\":\"", 17) != NULL) {
-        ctx->careful = 1;
-        ctx->careful_from = line->line_end;
+        b = ctx->strip_buf;
+        b->pos = (u_char *) p;
+        b->last = (u_char *) p + len;
+
+        cl->buf = b;
+        ctx->strip_used = 1;
+
+    } else {
+        cl = ngx_http_conductor_own_buf(ctx->request, ctx, len);
+        if (cl == NULL) {
+            ctx->strip_ll = NULL;
+            return;
+        }
+
+        cl->buf->last = ngx_cpymem(cl->buf->pos, p, len);
     }
+
+    *ctx->strip_ll = cl;
+    ctx->strip_ll = &cl->next;
+}
+
+
+/* every byte of a stream passes here: the usage parser and its clock */
+
+static void
+ngx_http_conductor_stream_bytes(ngx_http_conductor_ctx_t *ctx, u_char *p,
+    size_t len)
+{
+    ngx_http_conductor_sse_feed(ctx->sse, p, len);
+
+    ctx->body_bytes += len;
+    ctx->last_data = ngx_current_msec;
+
+    ctx->last2[0] = len > 1 ? p[len - 2] : ctx->last2[1];
+    ctx->last2[1] = p[len - 1];
+}
+
+
+/*
+ * Once, when the stream ends: its usage and last event are read from the
+ * tail; rc is the upstream's (0: the provider ended the body).  Returns the
+ * error class, 0 when the stream is complete.
+ */
+
+static ngx_uint_t
+ngx_http_conductor_stream_judge(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_int_t rc)
+{
+    if (ctx->stream_done) {
+        return ctx->stream_error;
+    }
+
+    ctx->stream_done = 1;
+    ctx->finished = 1;
+
+    if (ctx->idle_ev.timer_set) {
+        ngx_del_timer(&ctx->idle_ev);
+    }
+
+    ngx_http_conductor_sse_finish(ctx->sse);
+
+    if (ctx->usage.terminal) {
+        /* all there: a connection cut after it changes nothing */
+        return 0;
+    }
+
+    ctx->stream_error = (rc == NGX_HTTP_GATEWAY_TIME_OUT)
+                        ? NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT
+                        : NGX_HTTP_CONDUCTOR_ERR_STREAM_CUT;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "conductor: the provider's stream %s after %O bytes "
+                  "without its last event: the client gets an error event",
+                  ctx->stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT
+                  ? "went quiet" : "ended", ctx->body_bytes);
+
+    return ctx->stream_error;
+}
+
+
+/*
+ * The end of a judged stream: the line a strip held (when the stream is
+ * complete), the error event (when it is not), the end of the answer.
+ */
+
+static ngx_chain_t **
+ngx_http_conductor_stream_end(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_chain_t **ll)
+{
+    ngx_chain_t  *cl;
+
+    if (ctx->strip) {
+        ctx->strip_buf = NULL;
+        ctx->strip_ll = ll;
+
+        ngx_http_conductor_strip_finish(ctx->strip, ctx->stream_error == 0);
+
+        if (ctx->strip_ll == NULL) {
+            return NULL;
+        }
+
+        ll = ctx->strip_ll;
+    }
+
+    if (ctx->stream_error) {
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NULL;
+        }
+
+        cl->buf = ngx_http_conductor_stream_error_event(r, ctx);
+        if (cl->buf == NULL) {
+            return NULL;
+        }
+
+        *ll = cl;
+        ll = &cl->next;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = ngx_calloc_buf(r->pool);
+    if (cl->buf == NULL) {
+        return NULL;
+    }
+
+    cl->buf->last_buf = (r == r->main) ? 1 : 0;
+    cl->buf->last_in_chain = 1;
+    cl->buf->flush = 1;
+
+    *ll = cl;
+
+    return &cl->next;
+}
+
+
+/*
+ * The error event, in the dialect of the endpoint, on a line of its own:
+ * OpenAI chat and completions take an error chunk, Responses an "error"
+ * event, Anthropic an "error" event; each SDK raises on it.
+ */
+
+static ngx_buf_t *
+ngx_http_conductor_stream_error_event(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    u_char      *p, a, b;
+    ngx_buf_t   *buf;
+    const char  *code, *msg, *sep;
+
+    if (ctx->stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT) {
+        code = "stream_timeout";
+        msg = "the provider sent nothing for too long: the stream was ended "
+              "before it was complete";
+
+    } else {
+        code = "stream_cut";
+        msg = "the provider's stream ended before it was complete";
+    }
+
+    /* an event the cut left open is ended first */
+    a = ctx->last2[0];
+    b = ctx->last2[1];
+
+    if (ctx->body_bytes == 0 || (a == b && (b == '\n' || b == '\r'))) {
+        sep = "";
+
+    } else if (b == '\n' || b == '\r') {
+        sep = "\n";
+
+    } else {
+        sep = "\n\n";
+    }
+
+    buf = ngx_create_temp_buf(r->pool, 512);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(buf->last, "%s", sep);
+
+    if (ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC) {
+        p = ngx_sprintf(p, "event: error\ndata: {\"type\":\"error\","
+                           "\"error\":{\"type\":\"api_error\","
+                           "\"message\":\"%s\"}}\n\n", msg);
+
+    } else if (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_RESPONSES) {
+        p = ngx_sprintf(p, "event: error\ndata: {\"type\":\"error\","
+                           "\"code\":\"%s\",\"message\":\"%s\","
+                           "\"param\":null,\"error\":{\"type\":"
+                           "\"server_error\",\"code\":\"%s\","
+                           "\"message\":\"%s\"}}\n\n",
+                        code, msg, code, msg);
+
+    } else {
+        p = ngx_sprintf(p, "data: {\"error\":{\"message\":\"%s\","
+                           "\"type\":\"server_error\",\"param\":null,"
+                           "\"code\":\"%s\"}}\n\n", msg, code);
+    }
+
+    buf->last = p;
+    buf->flush = 1;
+
+    return buf;
+}
+
+
+/*
+ * u->finalize_request of a stream: the upstream ends with an error after
+ * the header went (a reset, a timeout, a broken chunk), where nginx would
+ * only close the client's connection, a truncated answer.  The stream is
+ * ended here: an error event when it was incomplete, and a proper end of
+ * the answer, which nginx then sends even to a slow client.
+ */
+
+static void
+ngx_http_conductor_stream_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_chain_t               *out, **ll;
+    ngx_http_conductor_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (rc != 0 && rc != NGX_DECLINED
+        && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST
+        && rc != NGX_HTTP_REQUEST_TIME_OUT
+        && r->upstream->header_sent
+        && !ctx->stream_done && !ctx->stream_ended
+        && !r->connection->error)
+    {
+        (void) ngx_http_conductor_stream_judge(r, ctx, rc);
+
+        ctx->keepalive = r->keepalive;
+        out = NULL;
+        ll = ngx_http_conductor_stream_end(r, ctx, &out);
+
+        if (ll) {
+            *ll = NULL;
+
+            ctx->passing = 1;
+            (void) ngx_http_output_filter(r, out);
+            ctx->passing = 0;
+
+            if (ctx->strip) {
+                ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy,
+                                     &out,
+                                     (ngx_buf_tag_t) &ngx_http_conductor_module);
+            }
+        }
+
+        ctx->stream_ended = 1;
+    }
+
+    ctx->upstream_finalize(r, rc);
+}
+
+
+/*
+ * conductor_stream_timeout idle=T: the provider sent nothing for T.  The
+ * upstream's read event is made to time out, as proxy_read_timeout does,
+ * so the upstream ends the stream in its own way and the finalizer above
+ * gives the client its error event.
+ */
+
+static void
+ngx_http_conductor_stream_idle(ngx_event_t *ev)
+{
+    ngx_msec_t                      idle;
+    ngx_connection_t               *c;
+    ngx_http_request_t             *r;
+    ngx_http_conductor_ctx_t       *ctx;
+    ngx_http_conductor_loc_conf_t  *lcf;
+
+    r = ev->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+    if (ctx == NULL || ctx->stream_done || r->upstream == NULL) {
+        return;
+    }
+
+    idle = ngx_current_msec - ctx->last_data;
+
+    if (idle < lcf->stream_idle) {
+        ngx_add_timer(ev, lcf->stream_idle - idle);
+        return;
+    }
+
+    c = r->upstream->peer.connection;
+
+    if (c == NULL) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "conductor: the provider sent nothing for %M ms "
+                  "(conductor_stream_timeout)", idle);
+
+    c->read->timedout = 1;
+    c->read->handler(c->read);
+}
+
+
+static void
+ngx_http_conductor_stream_cleanup(void *data)
+{
+    ngx_http_conductor_ctx_t *ctx = data;
+
+    if (ctx->idle_ev.timer_set) {
+        ngx_del_timer(&ctx->idle_ev);
+    }
+}
+
+
+/* a buffer of our own for size bytes, reused once the client has it */
+
+static ngx_chain_t *
+ngx_http_conductor_own_buf(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, size_t size)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < size) {
+        size = ngx_max(size, 512);
+
+        b->start = ngx_palloc(r->pool, size);
+        if (b->start == NULL) {
+            return NULL;
+        }
+
+        b->end = b->start + size;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+    b->temporary = 1;
+    b->flush = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_conductor_module;
+
+    return cl;
 }
 
 

@@ -43,8 +43,8 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             cmcf->sh = cmcf->shpool->data;
 
         } else {
-            cmcf->sh = ngx_slab_alloc(cmcf->shpool,
-                                      sizeof(ngx_http_conductor_shctx_t));
+            cmcf->sh = ngx_slab_calloc(cmcf->shpool,
+                                       sizeof(ngx_http_conductor_shctx_t));
             if (cmcf->sh == NULL) {
                 return NGX_ERROR;
             }

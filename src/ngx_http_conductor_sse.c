@@ -3,6 +3,10 @@
  * lines; see ngx_http_conductor_sse.h.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE         /* memrchr */
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -26,6 +30,22 @@
 #define NGX_HTTP_CONDUCTOR_SSE_INITIAL    1024
 
 
+static void ngx_http_conductor_sse_lazy(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len);
+static const unsigned char *ngx_http_conductor_sse_last_eol(
+    ngx_http_conductor_sse_t *sse, const unsigned char *p, size_t len);
+static const unsigned char *ngx_http_conductor_sse_first_eol(
+    ngx_http_conductor_sse_t *sse, const unsigned char *p,
+    const unsigned char *end);
+static void ngx_http_conductor_sse_keep(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len);
+static void ngx_http_conductor_sse_catch_up(ngx_http_conductor_sse_t *sse);
+static unsigned char ngx_http_conductor_sse_tail_at(
+    ngx_http_conductor_sse_t *sse, size_t i);
+static void ngx_http_conductor_sse_tail_parse(ngx_http_conductor_sse_t *sse,
+    size_t skip);
+static size_t ngx_http_conductor_sse_parse(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len, unsigned head);
 static void *ngx_http_conductor_sse_malloc(void *data, size_t size);
 static void ngx_http_conductor_sse_mfree(void *data, void *p);
 static size_t ngx_http_conductor_sse_limit(ngx_http_conductor_sse_t *sse);
@@ -104,13 +124,329 @@ void
 ngx_http_conductor_sse_feed(ngx_http_conductor_sse_t *sse,
     const unsigned char *p, size_t len)
 {
-    size_t                n;
-    const unsigned char  *end, *lf, *cr, *t;
+    size_t  n;
 
-    if (len == 0) {
+    if (sse->tail == NULL || sse->data_lines == 0) {
+        /* every line is parsed; with a tail, up to the first data line */
+        n = ngx_http_conductor_sse_parse(sse, p, len, sse->tail != NULL);
+        sse->total += n;
+        sse->open_from = sse->line_start;
+
+        if (n == len) {
+            return;
+        }
+
+        p += n;
+        len -= n;
+    }
+
+    ngx_http_conductor_sse_lazy(sse, p, len);
+}
+
+
+void
+ngx_http_conductor_sse_set_tail(ngx_http_conductor_sse_t *sse,
+    unsigned char *buf, size_t size)
+{
+    sse->tail = size ? buf : NULL;
+    sse->tail_size = size;
+    sse->tail_len = 0;
+    sse->tail_pos = 0;
+    sse->open_from = sse->total;
+}
+
+
+/*
+ * After the head, the bytes only go into the tail ring; the last
+ * terminator of the piece says where the open line began.  A line that
+ * outgrows the ring is parsed (the fallback finds its usage) from the
+ * tail on, until a piece ends it.
+ */
+
+static void
+ngx_http_conductor_sse_lazy(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len)
+{
+    size_t                half;
+    uint64_t              end, from;
+    const unsigned char  *t, *lo, *b, *f, *ls;
+
+    t = ngx_http_conductor_sse_last_eol(sse, p, len);
+
+    if (sse->lazy_full) {
+        (void) ngx_http_conductor_sse_parse(sse, p, len, 0);
+        sse->total += len;
+
+        if (t) {
+            sse->lazy_full = 0;
+            sse->open_from = sse->total - len + (t - p) + 1;
+        }
+
         return;
     }
 
+    /*
+     * Every line that ends in the last half of the ring is seen.  A line
+     * that ends in the last half of this piece (or in the piece, when it
+     * is shorter) and is longer than half the ring is parsed now, while
+     * the ring still holds its start; the first such line is the longest
+     * one possible, it is enough to measure it.  Lines that end before the
+     * last half of a long piece are not needed: the ring starts after them.
+     */
+
+    half = sse->tail_size / 2;
+    end = sse->total + len;
+    ls = NULL;
+
+    if (t && end - sse->open_from > half) {
+        b = (len > half) ? p + len - half : p;
+
+        if (t >= b) {
+            from = sse->open_from;
+
+            if (b > p) {
+                lo = (len > sse->tail_size) ? p + len - sse->tail_size : p;
+                ls = ngx_http_conductor_sse_last_eol(sse, lo, b - lo);
+
+                if (ls) {
+                    from = sse->total + (ls - p) + 1;
+
+                } else if (lo > p) {
+                    goto parse;
+                }
+            }
+
+            f = ngx_http_conductor_sse_first_eol(sse, b, t + 1);
+
+            if (sse->total + (f - p) - from > half) {
+                goto parse;
+            }
+        }
+    }
+
+    if (t) {
+        sse->open_from = sse->total + (t - p) + 1;
+    }
+
+    if (end - sse->open_from > half) {
+        /* the open line outgrows half the ring: parsed from here on */
+        goto parse;
+    }
+
+    if (ls) {
+        /* the ring starts over at the first line that may be needed */
+        ls++;
+        sse->tail_len = 0;
+        sse->tail_pos = 0;
+        sse->tail_line = sse->total + (ls - p);
+        ngx_http_conductor_sse_keep(sse, ls, p + len - ls);
+
+    } else {
+        ngx_http_conductor_sse_keep(sse, p, len);
+    }
+
+    sse->total = end;
+
+    return;
+
+parse:
+
+    ngx_http_conductor_sse_catch_up(sse);
+    (void) ngx_http_conductor_sse_parse(sse, p, len, 0);
+    sse->total = end;
+
+    if (t) {
+        sse->open_from = end - len + (t - p) + 1;
+
+    } else {
+        sse->lazy_full = 1;
+    }
+}
+
+
+/* the first CR or LF in [p, end) */
+
+static const unsigned char *
+ngx_http_conductor_sse_first_eol(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, const unsigned char *end)
+{
+    const unsigned char  *lf, *cr;
+
+    lf = memchr(p, '\n', end - p);
+
+    if (!sse->saw_cr) {
+        return lf;
+    }
+
+    cr = memchr(p, '\r', (lf ? lf : end) - p);
+
+    return cr ? cr : lf;
+}
+
+
+/*
+ * The last CR or LF of a piece; CRs are looked for only once the stream
+ * has shown one: an LF stream costs one search, and a CR missed only makes
+ * a line look longer, so that it is parsed.
+ */
+
+static const unsigned char *
+ngx_http_conductor_sse_last_eol(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len)
+{
+    const unsigned char  *lf, *cr, *from;
+
+    lf = memrchr(p, '\n', len);
+
+    if (!sse->saw_cr) {
+        return lf;
+    }
+
+    from = lf ? lf + 1 : p;
+    cr = memrchr(from, '\r', p + len - from);
+
+    return cr ? cr : lf;
+}
+
+
+/* the last tail_size bytes of the stream */
+
+static void
+ngx_http_conductor_sse_keep(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len)
+{
+    size_t  first;
+
+    if (len >= sse->tail_size) {
+        memcpy(sse->tail, p + len - sse->tail_size, sse->tail_size);
+        sse->tail_pos = 0;
+        sse->tail_len = sse->tail_size;
+        return;
+    }
+
+    first = sse->tail_size - sse->tail_pos;
+    first = first < len ? first : len;
+
+    memcpy(sse->tail + sse->tail_pos, p, first);
+    memcpy(sse->tail, p + first, len - first);
+
+    sse->tail_pos = (sse->tail_pos + len) % sse->tail_size;
+    sse->tail_len += len;
+
+    if (sse->tail_len > sse->tail_size) {
+        sse->tail_len = sse->tail_size;
+    }
+}
+
+
+/*
+ * The parser is brought up to the end of what was fed: from where it
+ * stopped when the tail still holds that byte (exactly as if every byte
+ * had been parsed), else from the first line that begins in the tail.
+ */
+
+static void
+ngx_http_conductor_sse_catch_up(ngx_http_conductor_sse_t *sse)
+{
+    size_t          skip, i;
+    uint64_t        start;
+    unsigned char   c;
+
+    if (sse->offset < sse->total) {
+
+        start = sse->total - sse->tail_len;
+
+        if (sse->offset >= start) {
+            skip = sse->offset - start;
+
+        } else {
+            /* lost between: the parser starts over at a line */
+            sse->len = 0;
+            sse->mode = NGX_HTTP_CONDUCTOR_SSE_NORMAL;
+            sse->cr = 0;
+            sse->in_event = 0;
+            sse->event_len = 0;
+
+            skip = 0;
+            c = '\0';
+
+            if (sse->open_from != start && sse->tail_line != start) {
+                for (i = 0; i < sse->tail_len; i++) {
+                    c = ngx_http_conductor_sse_tail_at(sse, i);
+
+                    if (c == '\n' || c == '\r') {
+                        break;
+                    }
+                }
+
+                skip = i + (i < sse->tail_len);
+
+                if (c == '\r' && skip < sse->tail_len
+                    && ngx_http_conductor_sse_tail_at(sse, skip) == '\n')
+                {
+                    skip++;
+                }
+            }
+
+            sse->offset = start + skip;
+            sse->line_start = sse->offset;
+        }
+
+        ngx_http_conductor_sse_tail_parse(sse, skip);
+    }
+
+    sse->tail_len = 0;
+    sse->tail_pos = 0;
+}
+
+
+/* byte i of the tail, 0 the oldest */
+
+static unsigned char
+ngx_http_conductor_sse_tail_at(ngx_http_conductor_sse_t *sse, size_t i)
+{
+    return sse->tail[(sse->tail_pos + sse->tail_size - sse->tail_len + i)
+                     % sse->tail_size];
+}
+
+
+/* the tail from its byte skip on, in the one or two pieces of the ring */
+
+static void
+ngx_http_conductor_sse_tail_parse(ngx_http_conductor_sse_t *sse, size_t skip)
+{
+    size_t  oldest, first;
+
+    if (skip >= sse->tail_len) {
+        return;
+    }
+
+    oldest = (sse->tail_pos + sse->tail_size - sse->tail_len + skip)
+             % sse->tail_size;
+
+    first = sse->tail_size - oldest;
+    first = first < sse->tail_len - skip ? first : sse->tail_len - skip;
+
+    (void) ngx_http_conductor_sse_parse(sse, sse->tail + oldest, first, 0);
+    (void) ngx_http_conductor_sse_parse(sse, sse->tail,
+                                        sse->tail_len - skip - first, 0);
+}
+
+
+/* head: stop after the line that made the first handler call */
+
+static size_t
+ngx_http_conductor_sse_parse(ngx_http_conductor_sse_t *sse,
+    const unsigned char *p, size_t len, unsigned head)
+{
+    size_t                n;
+    const unsigned char  *start, *end, *lf, *cr, *t;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    start = p;
     end = p + len;
 
     /* a CR ended the previous piece: its LF belongs to that terminator */
@@ -139,7 +475,7 @@ ngx_http_conductor_sse_feed(ngx_http_conductor_sse_t *sse,
         if (t == NULL) {
             ngx_http_conductor_sse_append(sse, p, end - p);
             sse->offset += end - p;
-            return;
+            return len;
         }
 
         n = t - p;
@@ -168,6 +504,8 @@ ngx_http_conductor_sse_feed(ngx_http_conductor_sse_t *sse,
         sse->offset++;
 
         if (*t == '\r') {
+            sse->saw_cr = 1;
+
             if (p == end) {
                 sse->cr = 1;
 
@@ -178,13 +516,23 @@ ngx_http_conductor_sse_feed(ngx_http_conductor_sse_t *sse,
         }
 
         sse->line_start = sse->offset;
+
+        if (head && sse->data_lines) {
+            return p - start;
+        }
     }
+
+    return len;
 }
 
 
 void
 ngx_http_conductor_sse_finish(ngx_http_conductor_sse_t *sse)
 {
+    if (sse->tail && !sse->lazy_full) {
+        ngx_http_conductor_sse_catch_up(sse);
+    }
+
     sse->cr = 0;
 
     if (sse->len || sse->mode != NGX_HTTP_CONDUCTOR_SSE_NORMAL) {
@@ -555,6 +903,8 @@ ngx_http_conductor_sse_dispatch(ngx_http_conductor_sse_t *sse,
     const unsigned char *event, size_t event_len)
 {
     ngx_http_conductor_sse_line_t  line;
+
+    sse->data_lines++;
 
     if (sse->handler == NULL) {
         return;

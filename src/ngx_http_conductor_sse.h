@@ -172,10 +172,22 @@ typedef struct {
     /* lines that went over line_max, for the caller's logs */
     uint64_t                           overlong;
 
+    /* lazy mode (set_tail): what was fed, and the tail kept of it */
+    uint64_t                           total;     /* bytes fed */
+    uint64_t                           data_lines;  /* handler calls */
+    uint64_t                           open_from; /* the open line's start */
+    unsigned char                     *tail;      /* a ring */
+    size_t                             tail_size;
+    size_t                             tail_len;
+    size_t                             tail_pos;  /* next byte goes there */
+    uint64_t                           tail_line; /* a line starts there */
+
     unsigned                           mode:2;
     unsigned                           cr:1;
     unsigned                           fixed:1;
     unsigned                           in_event:1;
+    unsigned                           lazy_full:1;  /* a long open line */
+    unsigned                           saw_cr:1;     /* a CR ended a line */
 } ngx_http_conductor_sse_t;
 
 
@@ -197,6 +209,20 @@ void ngx_http_conductor_sse_set_allocator(ngx_http_conductor_sse_t *sse,
 
 /* a fixed caller buffer: line_max and captures become at most size */
 void ngx_http_conductor_sse_set_buffer(ngx_http_conductor_sse_t *sse,
+    unsigned char *buf, size_t size);
+
+/*
+ * Lazy mode, for a stream whose usage is at its start and its end: once the
+ * handler was called for a first data line, only the last size bytes are
+ * kept (a ring the caller gives), and parsed when the stream finishes; a
+ * line longer than size / 2 that ends near the end of a piece is parsed
+ * as it comes.  The handler sees, in order, every line of the head and
+ * every line that ends in the last size / 2 bytes of the stream, exactly
+ * as if every byte had been parsed; lines of the middle are skipped.
+ * Costs a copy of at most size bytes and a few short searches for line
+ * ends per piece.
+ */
+void ngx_http_conductor_sse_set_tail(ngx_http_conductor_sse_t *sse,
     unsigned char *buf, size_t size);
 
 /* observes the next len bytes of the body; handler calls happen inside */

@@ -78,6 +78,7 @@ typedef struct {
     ngx_uint_t                        nitems[NGX_HTTP_CONDUCTOR_STATUS_NSCOPES];
 
     ngx_http_conductor_node_t         totals;    /* over providers */
+    ngx_http_conductor_node_t         gateway;   /* answers of its own */
 } ngx_http_conductor_status_t;
 
 
@@ -172,13 +173,19 @@ static ngx_str_t  ngx_http_conductor_status_types[] = {
 };
 
 
+/* the most samples one family has for an item: an error class each */
+#define NGX_HTTP_CONDUCTOR_STATUS_NVALUES                                    \
+    ngx_max(NGX_HTTP_CONDUCTOR_NERRORS, NGX_HTTP_CONDUCTOR_NLIMITS)
+
+
 static const char  *ngx_http_conductor_status_limit_names[] = {
     "rpm", "tpm", "rph", "tph", "rpd", "tpd"
 };
 
 
 static const char  *ngx_http_conductor_status_error_names[] = {
-    "4xx", "429", "5xx", "timeout", "connect"
+    "4xx", "429", "5xx", "timeout", "connect",
+    "stream_cut", "stream_timeout"
 };
 
 
@@ -717,6 +724,8 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
         }
     }
 
+    ngx_http_conductor_status_copy(&st->gateway, &cmcf->sh->gateway);
+
     ngx_http_conductor_shm_unlock(cmcf);
 
     it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
@@ -724,6 +733,9 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
     for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_PROVIDER]; i++) {
         ngx_http_conductor_status_add(&st->totals, &it[i].node);
     }
+
+    /* what the gateway refused itself is in the totals too */
+    ngx_http_conductor_status_add(&st->totals, &st->gateway);
 
     /* the pseudo-models of unknown names are shown once they were used */
 
@@ -838,7 +850,8 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
     providers = json_array();
     models = json_array();
 
-    root = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}",
+    /* "gateway": the routed requests it answered itself (429, 503, 400) */
+    root = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o}",
                      "module", "ngx_http_conductor_module",
                      "version", NGX_HTTP_CONDUCTOR_VERSION,
                      "nginx", NGINX_VERSION,
@@ -846,6 +859,9 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
                      "totals",
                      ngx_http_conductor_status_json_totals(json_object(),
                                                            &st->totals),
+                     "gateway",
+                     ngx_http_conductor_status_json_totals(json_object(),
+                                                           &st->gateway),
                      "providers", providers,
                      "models", models);
     if (root == NULL) {
@@ -1196,7 +1212,7 @@ ngx_http_conductor_status_prometheus(ngx_http_conductor_status_t *st,
     const char                          *scope;
     ngx_uint_t                           f, i, j, n;
     ngx_http_conductor_status_item_t    *it;
-    ngx_http_conductor_status_value_t    v[NGX_HTTP_CONDUCTOR_NLIMITS];
+    ngx_http_conductor_status_value_t    v[NGX_HTTP_CONDUCTOR_STATUS_NVALUES];
     ngx_http_conductor_status_family_t  *fam;
 
     for (f = 0; f < NGX_HTTP_CONDUCTOR_STATUS_NSCOPES; f++) {
@@ -1394,7 +1410,7 @@ ngx_http_conductor_status_escape(u_char *dst, u_char *src, size_t size)
 }
 
 
-/* the samples of a family for one item; v has room for 6 */
+/* the samples of a family for one item; v has room for STATUS_NVALUES */
 
 static ngx_uint_t
 ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,

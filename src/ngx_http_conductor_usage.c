@@ -164,7 +164,15 @@ ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
             return 0;
         }
 
-        return ngx_http_conductor_usage_apply_text(u, line->data, line->len);
+        if (!ngx_http_conductor_usage_apply_text(u, line->data, line->len)) {
+            return 0;
+        }
+
+        if (line->flags == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP) {
+            u->delta = 1;
+        }
+
+        return 1;
     }
 
     if (!(line->flags & NGX_HTTP_CONDUCTOR_SSE_DATA)) {
@@ -218,7 +226,84 @@ void
 ngx_http_conductor_usage_sse_handler(void *data,
     const ngx_http_conductor_sse_line_t *line)
 {
-    (void) ngx_http_conductor_usage_parse_line(data, line);
+    ngx_http_conductor_usage_t *u = data;
+
+    (void) ngx_http_conductor_usage_parse_line(u, line);
+
+    if (!u->terminal && ngx_http_conductor_usage_terminal(line)) {
+        u->terminal = 1;
+    }
+}
+
+
+int
+ngx_http_conductor_usage_terminal(const ngx_http_conductor_sse_line_t *line)
+{
+    size_t                len;
+    const unsigned char  *p, *end, *name;
+
+    if (line->event_len) {
+        name = line->event;
+        len = line->event_len;
+
+        return ngx_http_conductor_usage_is(name, len, "message_stop")
+               || ngx_http_conductor_usage_is(name, len, "error")
+               || ngx_http_conductor_usage_final(name, len);
+    }
+
+    if (!(line->flags & NGX_HTTP_CONDUCTOR_SSE_DATA)) {
+        return 0;
+    }
+
+    p = line->data;
+    end = p + line->len;
+
+    if (ngx_http_conductor_usage_is(p, line->len, "[DONE]")) {
+        return 1;
+    }
+
+    /* {"type":"NAME" or {"error": as the first member, any spacing */
+
+    while (p < end && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (p == end || *p++ != '{') {
+        return 0;
+    }
+
+    while (p < end && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if ((size_t) (end - p) >= 7 && memcmp(p, "\"error\"", 7) == 0) {
+        return 1;
+    }
+
+    if ((size_t) (end - p) < 6 || memcmp(p, "\"type\"", 6) != 0) {
+        return 0;
+    }
+
+    for (p += 6; p < end && (*p == ' ' || *p == '\t' || *p == ':'); p++) {
+        /* void */
+    }
+
+    if (p == end || *p++ != '"') {
+        return 0;
+    }
+
+    name = p;
+    p = memchr(p, '"', end - p);
+
+    if (p == NULL) {
+        return 0;
+    }
+
+    len = p - name;
+
+    return ngx_http_conductor_usage_is(name, len, "message_stop")
+           || ngx_http_conductor_usage_is(name, len, "error")
+           || ngx_http_conductor_usage_final(name, len);
 }
 
 
@@ -234,9 +319,13 @@ ngx_http_conductor_usage_parse_scan(ngx_http_conductor_usage_t *u,
 int
 ngx_http_conductor_usage_only_chunk(const unsigned char *p, size_t len)
 {
-    int                   rc;
-    json_t               *root, *choices;
-    const unsigned char  *pos, *end, *v;
+    int                                rc;
+    size_t                             i, nchoices, nusage;
+    const unsigned char               *pos, *end, *v;
+    ngx_http_conductor_json_object_t   obj;
+    ngx_http_conductor_json_member_t  *m;
+    ngx_http_conductor_json_member_t   members[
+                                           NGX_HTTP_CONDUCTOR_USAGE_MEMBERS];
 
     end = p + len;
     pos = p;
@@ -266,21 +355,49 @@ ngx_http_conductor_usage_only_chunk(const unsigned char *p, size_t len)
         return 0;
     }
 
-    /* a candidate: confirm; duplicate keys could hide choices, say no */
+    /*
+     * A candidate: the span scanner confirms the structure (and validates
+     * the whole chunk); duplicate keys could hide choices, so they say no.
+     */
 
-    root = ngx_http_conductor_usage_load(p, len, JSON_REJECT_DUPLICATES);
-    if (root == NULL) {
+    if (ngx_http_conductor_json_scan_object(p, len, &obj, members,
+                                            NGX_HTTP_CONDUCTOR_USAGE_MEMBERS)
+        != NGX_HTTP_CONDUCTOR_JSON_OK)
+    {
         return 0;
     }
 
-    choices = json_object_get(root, "choices");
+    nchoices = 0;
+    nusage = 0;
+    rc = 1;
 
-    rc = json_is_array(choices) && json_array_size(choices) == 0
-         && json_is_object(json_object_get(root, "usage"));
+    for (i = 0; i < obj.n; i++) {
+        m = &members[i];
 
-    json_decref(root);
+        if (ngx_http_conductor_json_key_is(m, "choices")) {
+            nchoices++;
 
-    return rc;
+            if (m->type != NGX_HTTP_CONDUCTOR_JSON_ARRAY) {
+                rc = 0;
+            }
+
+            /* "[", blanks, "]" */
+            for (v = m->value + 1; v < m->value + m->value_len - 1; v++) {
+                if (*v != ' ' && *v != '\t' && *v != '\r' && *v != '\n') {
+                    rc = 0;
+                }
+            }
+
+        } else if (ngx_http_conductor_json_key_is(m, "usage")) {
+            nusage++;
+
+            if (m->type != NGX_HTTP_CONDUCTOR_JSON_OBJECT) {
+                rc = 0;
+            }
+        }
+    }
+
+    return rc && nchoices == 1 && nusage == 1;
 }
 
 
@@ -696,6 +813,11 @@ ngx_http_conductor_usage_captures(ngx_http_conductor_usage_t *u,
         {
             rc = 1;
         }
+    }
+
+    if (rc && want == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP) {
+        /* Anthropic: message_delta's counts are the final ones */
+        u->delta = 1;
     }
 
     return rc;

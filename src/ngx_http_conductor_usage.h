@@ -74,6 +74,9 @@ typedef struct {
     unsigned  has_total:1;
     unsigned  has_input:1;
     unsigned  found:1;          /* some usage object was taken */
+    unsigned  terminal:1;       /* the stream's last event was seen */
+    unsigned  delta:1;          /* a top-level usage of a stream event:
+                                   Anthropic's final message_delta */
 } ngx_http_conductor_usage_t;
 
 
@@ -109,7 +112,20 @@ int ngx_http_conductor_usage_parse_object(ngx_http_conductor_usage_t *u,
 int ngx_http_conductor_usage_parse_line(ngx_http_conductor_usage_t *u,
     const ngx_http_conductor_sse_line_t *line);
 
-/* ngx_http_conductor_sse_handler_pt; data is ngx_http_conductor_usage_t */
+/*
+ * 1 for the event that ends a stream of its API: "data: [DONE]" (OpenAI
+ * chat and completions), message_stop (Anthropic), response.completed,
+ * .incomplete or .failed (Responses), and an error event or an error
+ * chunk from the provider, which ends a stream too.  Without an "event:"
+ * line, the data's first member names it ("type", or "error").
+ */
+int ngx_http_conductor_usage_terminal(const ngx_http_conductor_sse_line_t
+    *line);
+
+/*
+ * ngx_http_conductor_sse_handler_pt; data is ngx_http_conductor_usage_t:
+ * parse_line(), and u->terminal set by usage_terminal()
+ */
 void ngx_http_conductor_usage_sse_handler(void *data,
     const ngx_http_conductor_sse_line_t *line);
 

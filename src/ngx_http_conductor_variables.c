@@ -33,6 +33,8 @@ static ngx_int_t ngx_http_conductor_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_conductor_usage_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_conductor_stream_error_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_http_variable_t  ngx_http_conductor_vars[] = {
@@ -92,6 +94,10 @@ static ngx_http_variable_t  ngx_http_conductor_vars[] = {
     { ngx_string("conductor_usage_source"), NULL,
       ngx_http_conductor_usage_variable,
       NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_stream_error"), NULL,
+      ngx_http_conductor_stream_error_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -300,6 +306,36 @@ ngx_http_conductor_usage_variable(ngx_http_request_t *r,
 done:
 
     v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* stream_cut or stream_timeout: a stream the provider did not finish */
+
+static ngx_int_t
+ngx_http_conductor_stream_error_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_conductor_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_conductor_module);
+
+    if (ctx == NULL || ctx->stream_error == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ctx->stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT) {
+        ngx_str_set(v, "stream_timeout");
+
+    } else {
+        ngx_str_set(v, "stream_cut");
+    }
+
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

@@ -67,6 +67,64 @@ run_tests();
     is_deeply stop_nginx(), [], 'nginx stopped cleanly';
 }
 
+# ------------------------------------------------------------------ waits:
+# http_request returns once nginx has logged the request (a request with a
+# body is logged only after a lingering close, when the client has closed
+# too); wait_for, status_report and status_wait; a request nginx does not log
+# costs one bounded wait, said in a diag, then none.
+{
+    start_nginx(no_module => 1, config => <<'SERVER');
+        location = /204      { return 204; }
+        location = /json     { default_type application/json; return 200 '{"n":$arg_n}'; }
+        location = /unlogged { access_log off; return 204; }
+SERVER
+    my $log = "$ENV{TEST_NGINX_SERVROOT}/logs/access.log";
+    my $slurp = sub { open my $fh, '<', $log or return ''; local $/; <$fh> // '' };
+    my @missing;
+    for my $i (1 .. 30) {
+        http_request(POST => "/204?i=$i", {}, 'x' x 100);
+        push @missing, $i unless $slurp->() =~ m{^127\.0\.0\.1:\d+ - - \[[^\]]+\] "POST /204\?i=$i HTTP/1\.1" 204 }m;
+    }
+    is "@missing", '', 'each request is in the access log (address:port first) when http_request returns';
+
+    my @diags;
+    no warnings 'redefine';
+    local *Test::More::diag = sub { push @diags, join '', @_ };
+    my $n = 0;
+    is wait_for(sub { ++$n >= 3 && "v$n" }, interval => 0.01), 'v3', 'wait_for: the first true value';
+    {
+        local $Test::Conductor::WAIT_SECONDS = 0.2;
+        my $t0 = Time::HiRes::time();
+        ok !wait_for(sub { 0 }, what => 'nothing'), 'wait_for: false at the timeout';
+        cmp_ok Time::HiRes::time() - $t0, '>=', 0.2, '... after the timeout';
+        like "@diags", qr/^gave up after [\d.]+ s waiting for nothing$/, '... said in a diag';
+    }
+    is_deeply status_report(path => '/json?n=2'), { n => 2 }, 'status_report: the decoded answer';
+    is status_report(path => '/204'), undef, 'status_report: undef for an answer without JSON';
+    my $calls = 0;
+    is_deeply status_wait(sub { ++$calls == 2 && $_->{n} == 3 && $_[0]{n} == 3 }, path => '/json?n=3'), { n => 3 },
+        'status_wait: the report once the condition holds for $_ and $_[0]';
+    {
+        local $Test::Conductor::WAIT_SECONDS = 0.2;
+        @diags = ();
+        is_deeply status_wait(sub { $_->{n} == 5 }, path => '/json?n=4', what => 'n=5'), { n => 4 },
+            'status_wait: the last report at the timeout';
+        like "@diags", qr/waiting for n=5/, '... and a diag';
+    }
+
+    local $Test::Conductor::WAIT_SECONDS = 0.3;
+    @diags = ();
+    my $t0 = Time::HiRes::time();
+    is http_request(GET => '/unlogged')->{status}, 204, 'a request nginx does not log';
+    cmp_ok Time::HiRes::time() - $t0, '>=', 0.3, '... waits for its line until the timeout';
+    like "@diags", qr{no logs/access\.log line for GET /unlogged}, '... says so';
+    $t0 = Time::HiRes::time();
+    http_request(GET => '/unlogged') for 1 .. 3;
+    cmp_ok Time::HiRes::time() - $t0, '<', 0.3, '... and waits no more for this nginx';
+    is scalar(@diags), 1, '... saying it once';
+    is_deeply stop_nginx(), [], 'nginx stopped cleanly';
+}
+
 # ------------------------------------------------------------------ crash
 # detection: a process killed by SIGSEGV must show up as a problem.
 {

@@ -475,7 +475,8 @@ for my $path (counter_paths()) {
 }
 is $s->{totals}{requests}, 12, 'every client request routed';
 is $s->{totals}{responses}, 8, 'the 2xx answers';
-is_deeply $s->{totals}{errors}, { '4xx' => 1, '429' => 1, '5xx' => 0, timeout => 1, connect => 1 },
+is_deeply $s->{totals}{errors}, { '4xx' => 1, '429' => 1, '5xx' => 0, timeout => 1, connect => 1,
+                                  stream_cut => 0, stream_timeout => 0 },
     'the errors the clients got';
 
 # Prometheus: the same numbers, in a valid exposition

@@ -5,18 +5,18 @@ use Test::Conductor;
 use JSON::PP ();
 
 # the usage record of each request, from the shipped JSON log format; nginx
-# may write it just after the client saw the end of the answer (its
-# lingering close logs after shutting the write side), so it is awaited
+# writes it just after the client saw the end of the answer (its lingering
+# close logs after shutting the write side): http_request waits for that,
+# and this waits (bounded) too, for a record written without it
 sub usage_log {
     my ($env) = @_;
-    for (1 .. 600) {
-        if (open my $f, '<', "$env->{TEST_NGINX_SERVROOT}/logs/usage.log") {
-            my @lines = map { JSON::PP::decode_json($_) } <$f>;
-            return @lines if @lines;
-        }
-        select undef, undef, undef, 0.05;
-    }
-    return ();
+    my @lines;
+    wait_for(sub {
+        open my $f, '<', "$env->{TEST_NGINX_SERVROOT}/logs/usage.log" or return 0;
+        @lines = map { JSON::PP::decode_json($_) } <$f>;
+        return scalar @lines;
+    }, what => 'a usage.log record');
+    return @lines;
 }
 
 sub chat_content {

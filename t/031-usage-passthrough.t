@@ -3,11 +3,12 @@
 # is counted for the provider.
 use lib 't/lib';
 use Test::Conductor;
-use JSON::PP ();
 
+# the provider's counters; http_request (so status_report) returns once nginx
+# has logged the request, which is when the module has counted it
 sub provider_status {
     my ($name) = @_;
-    my $st = JSON::PP::decode_json(http_request(GET => '/conductor/status')->{body});
+    my $st = status_report() or die "no status report\n";
     my ($p) = grep { $_->{name} eq $name } @{ $st->{providers} };
     return $p;
 }

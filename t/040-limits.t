@@ -4,7 +4,6 @@
 use lib 't/lib';
 use Test::Conductor;
 use IO::Socket::INET;
-use JSON::PP ();
 use Time::HiRes qw(time);
 
 # N requests sent at once on N connections, then read: truly concurrent
@@ -32,11 +31,8 @@ sub parallel {
     return @out;
 }
 
-sub status_json {
-    my $r = http_request(GET => '/conductor/status');
-    return JSON::PP::decode_json($r->{body});
-}
-
+# a key in status_report() (the harness's): read after the answers, which
+# http_request returns once nginx has logged, so once the module counted them
 sub key_status {
     my ($st, $provider, $key) = @_;
     my ($p) = grep { $_->{name} eq $provider } @{ $st->{providers} };
@@ -123,7 +119,7 @@ upstream conductor_backend { conductor_balancer; }
 --- checks
 is $resps->[0]{status}, 200, 'max_tokens far over tpm, yet the empty key took it';
 is scalar(@$mock), 1, 'the second did not fit: 70 used + its estimate > 100';
-my $k = key_status(status_json(), 'p', 'k1');
+my $k = key_status(status_report(), 'p', 'k1');
 is $k->{limits}{tpm}{used}, 70, 'the window holds the real usage, not the estimate';
 
 === TEST 5: small requests fit the tokens left
@@ -155,7 +151,7 @@ upstream conductor_backend { conductor_balancer; }
 --- checks
 is_deeply [ map { $_->{key} } @$mock ], ['a;status=429;retry_after=30', 'bsecret', 'bsecret'],
     'a once, then b directly';
-my $k = key_status(status_json(), 'p', 'a');
+my $k = key_status(status_report(), 'p', 'a');
 my $left = ($k->{cooldown_until} // 0) / 1000 - time;
 ok $left > 25 && $left <= 31, "cooling down for Retry-After: 30 s ($left)";
 is $k->{errors}{429}, 1, 'counted as a 429';
@@ -178,7 +174,7 @@ POST /v1/chat/completions
 {"model":"m","messages":[]}
 --- error_code: 200
 --- checks
-my $st = status_json();
+my $st = status_report();
 my %left = map { $_ => (key_status($st, 'p', $_)->{cooldown_until} // 0) / 1000 - time } qw(ms oai ant);
 ok $left{ms} > 40 && $left{ms} <= 46, "retry-after-ms 45000 ($left{ms})";
 ok $left{oai} > 355 && $left{oai} <= 361, "x-ratelimit-reset-requests 6m0s ($left{oai})";
@@ -197,7 +193,7 @@ POST /v1/chat/completions
 {"model":"m","messages":[]}
 --- error_code: 200
 --- checks
-my $left = (key_status(status_json(), 'p', 'a')->{cooldown_until} // 0) / 1000 - time;
+my $left = (key_status(status_report(), 'p', 'a')->{cooldown_until} // 0) / 1000 - time;
 ok $left > 0 && $left <= 1.5, "first backoff about a second ($left)";
 
 === TEST 9: x-ratelimit-remaining from an answer corrects the local view
@@ -212,7 +208,7 @@ upstream conductor_backend { conductor_balancer; }
 --- error_code: 200
 --- checks
 is_deeply [ map { substr $_->{key}, 0, 1 } @$mock ], ['a', 'b'], 'the spent key is skipped until its reset';
-my $k = key_status(status_json(), 'p', 'a');
+my $k = key_status(status_report(), 'p', 'a');
 is_deeply $k->{provider_remaining}, { requests => 0, tokens => 77 }, "the provider's view";
 
 === TEST 10: 401 disables the key with a warning naming it, never the secret
@@ -228,7 +224,7 @@ upstream conductor_backend { conductor_balancer; }
 --- checks
 is scalar(grep { $_->{key} =~ /^bad/ } @$mock), 1, 'the bad key was tried once';
 is $resps->[0]{status}, 401, "the client saw the provider's 401 (no failover on 401)";
-ok key_status(status_json(), 'p', 'bad')->{disabled}, 'disabled';
+ok key_status(status_report(), 'p', 'bad')->{disabled}, 'disabled';
 --- error_log
 key "bad" of provider "p" answered 401: disabled
 --- no_error_log eval
@@ -252,12 +248,12 @@ upstream conductor_backend { conductor_balancer; }
 --- checks
 is_deeply [ map { $_->{key} =~ /^flaky/ ? 'f' : 's' } @$mock ], [qw(f s f s s)],
     'two failures, then flaky is skipped';
-is key_status(status_json(), 'p', 'flaky')->{breaker}, 'open', 'open';
+is key_status(status_report(), 'p', 'flaky')->{breaker}, 'open', 'open';
 select undef, undef, undef, 1.3;    # the breaker's own timeout, then a probe
 my $r = http_request(POST => '/v1/chat/completions', {}, '{"model":"m","messages":[]}');
 is $r->{status}, 200, 'probe answered';
 is $r->{headers}{'x-conductor-key'}, 'flaky', 'the probe went to the recovered key';
-is key_status(status_json(), 'p', 'flaky')->{breaker}, 'closed', 'closed again';
+is key_status(status_report(), 'p', 'flaky')->{breaker}, 'closed', 'closed again';
 
 === TEST 12: a provider that cannot be reached opens its breaker for all its keys
 --- http_config

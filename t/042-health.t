@@ -22,10 +22,6 @@ sub chat {
     return http_request(POST => '/v1/chat/completions', {}, '{"model":"m","messages":[]}');
 }
 
-sub status_json {
-    return JSON::PP::decode_json(http_request(GET => '/conductor/status')->{body});
-}
-
 my $server = <<"SERVER";
     location /v1/ { conductor_route; include $env->{TEST_NGINX_CONF_DIR}/conductor_proxy.conf; }
     location = /conductor/status { conductor_status; }
@@ -50,7 +46,7 @@ HTTP
     );
 
     ok wait_log(qr/provider "a" is unhealthy/), 'the dead provider is found unhealthy';
-    my $st = status_json();
+    my $st = status_report();
     my ($pa) = grep { $_->{name} eq 'a' } @{ $st->{providers} };
     is $pa->{healthy}, JSON::PP::false, 'status says so';
 
@@ -110,7 +106,7 @@ HTTP
     );
 
     chat() for 1 .. 3;
-    my $before = status_json();
+    my $before = status_report();
 
     open my $f, '<', "$env->{TEST_NGINX_SERVROOT}/logs/nginx.pid" or die $!;
     chomp(my $master = <$f>);
@@ -118,12 +114,7 @@ HTTP
     ok wait_log(qr/reconfiguring/), 'reloaded';
 
     # the new configuration answers once it is in place
-    my $after;
-    for (1 .. 600) {
-        my $r = http_request(GET => '/conductor/status');
-        last if $r->{status} == 200 && ($after = eval { JSON::PP::decode_json($r->{body}) });
-        select undef, undef, undef, 0.05;
-    }
+    my $after = wait_for(sub { status_report() }, timeout => 30, what => 'the status after the reload');
 
     my ($kb) = @{ $before->{providers}[0]{keys} };
     my ($ka) = @{ $after->{providers}[0]{keys} };

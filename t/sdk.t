@@ -77,6 +77,22 @@ my %conf = (
     }
     conductor_model fast { mockoai mock-fast-8b; }
     conductor_model claude-fast { mockant mock-claude-haiku; }
+    # t/sdk/stream-faults.test.mjs: streams the provider breaks, on keys of
+    # their own; a broken stream feeds the key's breaker, which must not open
+    # during the run (every later request on that key would get a 429)
+    conductor_breaker failures=1000 timeout=1s;
+    conductor_provider mockfault {
+        url http://127.0.0.1:$TEST_NGINX_MOCK_PORT3/v1;
+        api openai;
+        key f1 sdk-fault-key-1;
+    }
+    conductor_provider mockantfault {
+        url http://127.0.0.1:$TEST_NGINX_MOCK_PORT3/v1;
+        api anthropic;
+        key af1 sdk-fault-ant-key-1;
+    }
+    conductor_model faulty { mockfault mock-faulty-8b; }
+    conductor_model claude-faulty { mockantfault mock-claude-faulty; }
     upstream conductor_backend { conductor_balancer; }
 HTTP
     config => <<'SERVER',
@@ -86,6 +102,12 @@ HTTP
         }
         location = /v1/models {
             conductor_models;
+        }
+        # t/sdk/stream-faults.test.mjs: a provider that goes idle mid-stream
+        location /short/v1/ {
+            conductor_route;
+            include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
+            proxy_read_timeout 1s;
         }
 SERVER
 );

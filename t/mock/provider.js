@@ -43,6 +43,57 @@ function die(msg) {
 
 // ---------------------------------------------------------------- behaviour
 
+// BEHAVIOUR: the tokens, separated by ';' in the model name, the API key or
+// the x-mock header (later sources win).
+//
+// Failures (with fail_first=N only for the first N requests carrying the same
+// string on this port, then the normal answer):
+//   status=N         answer N with an error body in the endpoint's dialect
+//   reset            destroy the connection before any answer
+//   reset_mid        send half the answer (whole SSE events; half the bytes of
+//                    a JSON body), then destroy the socket 20 ms later
+//   cut_mid          the same cut at an event boundary (half the events, split
+//                    by `chunk` if given), then a TCP reset (resetAndDestroy)
+//   cut_partial      half the events and then half of the next event, so the
+//                    cut falls inside its data line, then a TCP reset
+//   no_terminal      the stream ends cleanly (proper chunked end) without its
+//                    terminal event: no `data: [DONE]` (chat, completions), no
+//                    message_stop (messages), no response.completed (responses)
+//   stall_mid=MS     after half the events, send nothing for MS ms, then the rest
+//   error_mid        after half the events, the provider's own error event in
+//                    the endpoint's dialect, then a clean end (no terminal event)
+//   fail_first=N     see above
+// Rate-limit headers: retry_after, retry_after_ms, reset_requests,
+//   reset_tokens, remaining_requests, remaining_tokens, limit_requests,
+//   limit_tokens (x-ratelimit-*), an_reset=S (anthropic-ratelimit-*-reset)
+// Timing and framing:
+//   ttfb=MS          wait before the answer's head
+//   chunk=N|random   write the body in N-byte (or random 1..64-byte) pieces
+//   chunk_delay=MS   between writes (default 1)
+//   gate             send the first event, then wait for POST /__mock/release
+//   crlf             SSE lines end in \r\n
+//   cr               SSE lines end in \r alone (wins over crlf)
+//   nospace          `data:` / `event:` without the space after the colon
+//   comments         a `: keep-alive` comment before every event but the first
+//   spaced           every JSON (SSE data and JSON bodies) serialised with
+//                    Python's default separators: {"id": "x", "choices": []}
+// Content:
+//   prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
+//   cache_creation   the usage numbers (default 12, 5, 0, 0, 0); the text is
+//                    streamed in completion_tokens pieces
+//   usage=omit       no usage anywhere
+//   usage=every_chunk  running usage on every chat / completions chunk (vLLM);
+//                    with include_usage, still a final usage-only chunk
+//   usage=on_finish  usage on the finish chunk, asked for or not, and no
+//                    usage-only chunk (Cerebras)
+//   big=KB           KB of padding before the usage of the last event / body
+//   obfuscation      every chat stream chunk (the usage-only one too) ends in an
+//                    "obfuscation":"<1..16 random characters>" member (OpenAI)
+//   stop_reason      every choice of a chat / completions chunk gets
+//                    "stop_reason":null after finish_reason (vLLM)
+//   fixed_ids        deterministic ids, created times and obfuscation strings,
+//                    so two requests for the same stream get the same bytes
+//
 // Tokens with a value (name=value) and bare flags. Anything else in a model,
 // key or header string is ignored, so plain names like "llama3.1-8b" are inert.
 const VALUED = new Set([
@@ -51,9 +102,13 @@ const VALUED = new Set([
     'limit_requests', 'limit_tokens', 'an_reset',
     'ttfb', 'chunk', 'chunk_delay',
     'prompt_tokens', 'completion_tokens', 'cached_tokens', 'reasoning_tokens',
-    'cache_creation', 'usage', 'big',
+    'cache_creation', 'usage', 'big', 'stall_mid',
 ]);
-const FLAGS = new Set(['reset', 'reset_mid', 'gate', 'crlf', 'nospace', 'comments']);
+const FLAGS = new Set([
+    'reset', 'reset_mid', 'gate', 'crlf', 'nospace', 'comments',
+    'spaced', 'cr', 'obfuscation', 'stop_reason', 'no_terminal', 'cut_mid', 'cut_partial',
+    'error_mid', 'fixed_ids',
+]);
 
 function parseTokens(str) {
     const out = {};
@@ -112,6 +167,46 @@ function sleep(ms) {
 function nextId(prefix) {
     idCounter += 1;
     return `${prefix}${Date.now().toString(36)}${idCounter}`;
+}
+
+// Ids and times of an answer: fixed with `fixed_ids`.
+const FIXED_TIME = 1700000000;
+function answerId(b, prefix) {
+    return b.fixed_ids ? `${prefix}fixed` : nextId(prefix);
+}
+function answerTime(b) {
+    return b.fixed_ids ? FIXED_TIME : Math.floor(Date.now() / 1000);
+}
+
+// The `obfuscation` strings of one answer: 1..16 characters, random, or from
+// a fixed seed with `fixed_ids`.
+function obfuscator(b) {
+    const chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+    let seed = 0x2545f491;
+    const rand = b.fixed_ids
+        ? () => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed / 4294967296; }
+        : Math.random;
+    return () => {
+        const n = 1 + Math.floor(rand() * 16);
+        let s = '';
+        for (let i = 0; i < n; i++) s += chars[Math.floor(rand() * chars.length)];
+        return s;
+    };
+}
+
+// JSON with Python's default separators (", " and ": "), for `spaced`.
+function spacedJson(v) {
+    if (v === null || typeof v !== 'object') return JSON.stringify(v);
+    if (typeof v.toJSON === 'function') return spacedJson(v.toJSON());
+    if (Array.isArray(v)) {
+        return v.length ? `[${v.map((x) => (x === undefined || typeof x === 'function' ? 'null' : spacedJson(x))).join(', ')}]` : '[]';
+    }
+    const members = Object.entries(v).filter(([, x]) => x !== undefined && typeof x !== 'function');
+    return members.length ? `{${members.map(([k, x]) => `${JSON.stringify(k)}: ${spacedJson(x)}`).join(', ')}}` : '{}';
+}
+
+function toJson(v, b) {
+    return b.spaced ? spacedJson(v) : JSON.stringify(v);
 }
 
 // ---------------------------------------------------------------- helpers
@@ -237,13 +332,13 @@ function anthropicUsage(u, outputTokens) {
 
 // An answer is { json: object } or { events: [{event?, data}] }.
 function sseText(events, b) {
-    const eol = b.crlf ? '\r\n' : '\n';
+    const eol = b.cr ? '\r' : b.crlf ? '\r\n' : '\n';
     const sep = b.nospace ? ':' : ': ';
     return events.map((ev, i) => {
         let s = '';
         if (b.comments && i > 0) s += `:${b.nospace ? '' : ' '}keep-alive${eol}${eol}`;
         if (ev.event) s += `event${sep}${ev.event}${eol}`;
-        const data = typeof ev.data === 'string' ? ev.data : JSON.stringify(ev.data);
+        const data = typeof ev.data === 'string' ? ev.data : toJson(ev.data, b);
         s += `data${sep}${data}${eol}${eol}`;
         return s;
     });
@@ -255,8 +350,8 @@ function chatAnswer(req, b) {
     const model = req.model;
     const u = usageNumbers(b);
     const text = `Hello from ${model}`;
-    const id = nextId('chatcmpl-mock');
-    const created = Math.floor(Date.now() / 1000);
+    const id = answerId(b, 'chatcmpl-mock');
+    const created = answerTime(b);
     const pad = padding(b);
     const mode = b.usage; // undefined | omit | every_chunk | on_finish
 
@@ -302,17 +397,38 @@ function chatAnswer(req, b) {
         chunks.push({ ...base(), choices: [], usage: chatUsage(u) });
     }
     chunks[chunks.length - 1] = withPadding(chunks[chunks.length - 1], pad);
+    if (b.stop_reason) stopReasons(chunks);
+    if (b.obfuscation) {
+        const obf = obfuscator(b);
+        for (const c of chunks) c.obfuscation = obf();
+    }
     const events = chunks.map((c) => ({ data: c }));
     events.push({ data: '[DONE]' });
     return { events };
+}
+
+// vLLM: "stop_reason":null after finish_reason in every choice of a chunk.
+function stopReasons(chunks) {
+    for (const c of chunks) {
+        for (const ch of c.choices || []) {
+            const out = {};
+            for (const [k, v] of Object.entries(ch)) {
+                out[k] = v;
+                if (k === 'finish_reason') out.stop_reason = null;
+            }
+            if (!('stop_reason' in out)) out.stop_reason = null;
+            for (const k of Object.keys(ch)) delete ch[k];
+            Object.assign(ch, out);
+        }
+    }
 }
 
 function completionAnswer(req, b) {
     const model = req.model;
     const u = usageNumbers(b);
     const text = `Hello from ${model}`;
-    const id = nextId('cmpl-mock');
-    const created = Math.floor(Date.now() / 1000);
+    const id = answerId(b, 'cmpl-mock');
+    const created = answerTime(b);
     const usage = { prompt_tokens: u.prompt, completion_tokens: u.completion, total_tokens: u.prompt + u.completion };
     const pad = padding(b);
 
@@ -343,6 +459,7 @@ function completionAnswer(req, b) {
         chunks.push({ id, object: 'text_completion', created, model, choices: [], usage });
     }
     chunks[chunks.length - 1] = withPadding(chunks[chunks.length - 1], pad);
+    if (b.stop_reason) stopReasons(chunks);
     const events = chunks.map((c) => ({ data: c }));
     events.push({ data: '[DONE]' });
     return { events };
@@ -373,9 +490,9 @@ function responsesAnswer(req, b) {
     const model = req.model;
     const u = usageNumbers(b);
     const text = `Hello from ${model}`;
-    const id = nextId('resp_mock');
-    const msgId = nextId('msg_mock');
-    const createdAt = Math.floor(Date.now() / 1000);
+    const id = answerId(b, 'resp_mock');
+    const msgId = answerId(b, 'msg_mock');
+    const createdAt = answerTime(b);
     const pad = padding(b);
 
     // A hosted-tool item with its own token counters: an extractor that takes
@@ -390,7 +507,7 @@ function responsesAnswer(req, b) {
     const response = (status, output, usage) => {
         const r = {
             id, object: 'response', created_at: createdAt, status, background: false,
-            completed_at: status === 'completed' ? Math.floor(Date.now() / 1000) : null,
+            completed_at: status === 'completed' ? answerTime(b) : null,
             error: null, incomplete_details: null, instructions: req.json.instructions ?? null,
             max_output_tokens: req.json.max_output_tokens ?? null, model, output,
             parallel_tool_calls: true, previous_response_id: null,
@@ -431,7 +548,7 @@ function messagesAnswer(req, b) {
     const model = req.model;
     const u = usageNumbers(b);
     const text = `Hello from ${model}`;
-    const id = nextId('msg_mock');
+    const id = answerId(b, 'msg_mock');
     const omit = b.usage === 'omit';
     const pad = padding(b);
     const message = (content, stopReason, outputTokens) => {
@@ -549,6 +666,30 @@ function destroyAfterFlush(res) {
     setTimeout(() => { if (res.socket) res.socket.destroy(); }, 20);
 }
 
+function resetAfterFlush(res) {
+    // the same, with a TCP RST instead of a FIN
+    setTimeout(() => {
+        const s = res.socket;
+        if (!s || s.destroyed) return;
+        if (typeof s.resetAndDestroy === 'function') s.resetAndDestroy();
+        else s.destroy();
+    }, 20);
+}
+
+// The provider's own error event in the endpoint's dialect (`error_mid`).
+function providerErrorEvent(path, events) {
+    if (path.endsWith('/messages')) {
+        return { event: 'error', data: { type: 'error', error: { type: 'overloaded_error', message: 'mock provider error mid-stream' } } };
+    }
+    if (path.endsWith('/responses')) {
+        return {
+            event: 'error',
+            data: { type: 'error', code: 'server_error', message: 'mock provider error mid-stream', param: null, sequence_number: events.length },
+        };
+    }
+    return { data: { error: { message: 'mock provider error mid-stream', type: 'server_error', param: null, code: 'mock_stream_error' } } };
+}
+
 async function respond(ctx, res) {
     const { b, dialect, path } = ctx;
     const common = {
@@ -596,12 +737,15 @@ async function respond(ctx, res) {
     const delay = num(b.chunk_delay, 1);
     const midReset = failing && b.reset_mid;
 
+    const cut = failing && (b.cut_mid || b.cut_partial);
+
     if (answer.json !== undefined) {
-        const body = Buffer.from(JSON.stringify(answer.json));
+        const body = Buffer.from(toJson(answer.json, b));
         res.writeHead(status, { ...common, 'content-type': 'application/json', 'content-length': body.length });
-        if (midReset) {
+        if (midReset || cut) {
             res.write(body.subarray(0, Math.max(1, Math.floor(body.length / 2))));
-            destroyAfterFlush(res);
+            if (midReset) destroyAfterFlush(res);
+            else resetAfterFlush(res);
             return;
         }
         if (await writePieces(res, splitBytes(body, b.chunk), delay)) res.end();
@@ -609,11 +753,19 @@ async function respond(ctx, res) {
     }
 
     // Event stream: no Content-Length, so HTTP/1.1 clients get chunked encoding.
-    const texts = sseText(answer.events, b);
+    let events = answer.events;
+    const halfOf = (n) => Math.max(1, Math.floor(n / 2));
+    if (failing && b.error_mid) {
+        const h = halfOf(events.length);
+        events = [...events.slice(0, h), providerErrorEvent(path, events.slice(0, h))];
+    } else if (failing && b.no_terminal && events.length > 1) {
+        events = events.slice(0, -1);
+    }
+    const texts = sseText(events, b);
     res.writeHead(status, { ...common, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     res.flushHeaders();
     if (midReset) {
-        const half = texts.slice(0, Math.max(1, Math.floor(texts.length / 2))).join('');
+        const half = texts.slice(0, halfOf(texts.length)).join('');
         res.write(half);
         destroyAfterFlush(res);
         return;
@@ -623,13 +775,37 @@ async function respond(ctx, res) {
     const piecesOf = (list) => (b.chunk === undefined
         ? list.map((t) => Buffer.from(t))
         : splitBytes(Buffer.from(list.join('')), b.chunk));
-    const phases = b.gate ? [texts.slice(0, 1), texts.slice(1)] : [texts];
-    for (let i = 0; i < phases.length; i++) {
-        if (i > 0) {
-            await gateWait(res);
+    if (cut) {
+        const h = halfOf(texts.length);
+        const sent = texts.slice(0, h);
+        if (b.cut_partial && h < texts.length) {
+            // into the middle of the next event's data line
+            const next = texts[h];
+            const d = Math.max(0, next.lastIndexOf('data'));
+            sent.push(next.slice(0, d + Math.max(1, Math.floor((next.length - d) / 2))));
+        }
+        if (await writePieces(res, piecesOf(sent), delay)) resetAfterFlush(res);
+        return;
+    }
+    // phases: the gate holds everything after the first event until
+    // /__mock/release; stall_mid holds the second half for MS ms
+    const phases = [];
+    if (b.gate) {
+        phases.push({ list: texts.slice(0, 1) }, { list: texts.slice(1), wait: () => gateWait(res) });
+    } else if (failing && b.stall_mid !== undefined && texts.length > 1) {
+        const h = halfOf(texts.length);
+        const ms = num(b.stall_mid, 0);
+        phases.push({ list: texts.slice(0, h) }, { list: texts.slice(h), wait: () => sleep(ms) });
+    } else {
+        phases.push({ list: texts });
+    }
+    for (const phase of phases) {
+        if (phase.wait) {
+            await phase.wait();
+            if (gone(res)) return;
             await sleep(delay);
         }
-        if (!(await writePieces(res, piecesOf(phases[i]), delay))) return;
+        if (!(await writePieces(res, piecesOf(phase.list), delay))) return;
     }
     res.end();
 }

@@ -21,7 +21,8 @@ our @EXPORT = qw(
     run_tests done_testing block_defaults
     harness_env start_mock stop_mock mock_requests mock_clear mock_release
     start_nginx stop_nginx nginx_running nginx_pid error_log_since_start
-    http_request http_stream_open parse_sse
+    http_request http_stream_open parse_sse sse_blocks block_json usage_only
+    wait_for status_report status_wait
 );
 
 # ---------------------------------------------------------------- settings
@@ -32,6 +33,12 @@ my $NGINX    = $ENV{TEST_NGINX_BINARY} // (-x '/usr/sbin/nginx' ? '/usr/sbin/ngi
 my $NODE     = $ENV{TEST_NGINX_NODE} // 'node';
 my $MODULE   = $ENV{TEST_NGINX_MODULE} // "$ROOT/build/ngx_http_conductor_module.so";
 my $VALGRIND_ERROR_EXIT = 97;
+my $LOG_FORMAT = 'conductor_test_harness';    # of logs/access.log, see _nginx_conf
+
+# How long http_request waits for the access log line of an answer, and
+# wait_for / status_wait for their condition, by default (seconds, scaled
+# under valgrind). A test may `local`ize it.
+our $WAIT_SECONDS = 5;
 
 # valgrind slows nginx down by an order of magnitude: request timeouts and
 # the other waits for nginx grow with it
@@ -273,10 +280,15 @@ events {
 }
 
 http {
-    access_log logs/access.log;
 $temp
 
 $http
+
+    # after the block's own: its access_log lines are written before ours, so
+    # once ours is there, all are (the client port identifies the request)
+    log_format $LOG_FORMAT '\$remote_addr:\$remote_port - \$remote_user [\$time_local] '
+                           '"\$request" \$status \$body_bytes_sent "\$http_referer" "\$http_user_agent"';
+    access_log logs/access.log $LOG_FORMAT;
 
     server {
         listen 127.0.0.1:$ENVH{TEST_NGINX_PORT};
@@ -443,29 +455,109 @@ sub error_log_since_start { return _slurp("$SERVROOT/logs/error.log") }
 
 # ---------------------------------------------------------------- HTTP client
 
-# http_request($method, $path, \%headers, $body, port => ..., timeout => ...)
-# returns { status, reason, headers (lower-case keys, repeats joined with
-# ", "), header_list, body, json, sse, complete, timed_out, error }
+# http_request($method, $path, \%headers, $body, port => ..., timeout => ...,
+# await_log => 0) returns { status, reason, headers (lower-case keys,
+# repeats joined with ", "), header_list, body, json, sse, complete,
+# timed_out, error }.
+#
+# An answer of the harness's nginx is returned once nginx has written its
+# line to logs/access.log, that is once the request's LOG phase has run:
+# nginx runs it after the answer was sent (with a lingering close, only when
+# the client has closed too), and the module counts a request there, so a
+# status read or a log read right after an answer could miss it otherwise.
+# Bounded by $WAIT_SECONDS; await_log => 0 skips the wait.
 sub http_request {
+    my (undef, undef, undef, undef, %opt) = @_;
     my $stream = http_stream_open(@_);
     $stream->read_all;
     $stream->wait_close;
-    return $stream->response;
+    my $resp = $stream->response;
+    _await_log($stream) unless defined $opt{await_log} && !$opt{await_log};
+    return $resp;
 }
 
 # Same arguments; returns a Test::Conductor::Stream whose head is read, so
 # ->status and ->headers are there, and whose body the caller reads with
-# ->read_some / ->read_until / ->read_all (chunked encoding decoded).
+# ->read_some / ->read_until / ->read_all (chunked encoding decoded);
+# ->wait_logged after ->close waits for its access log line.
 sub http_stream_open {
     my ($method, $path, $headers, $body, %opt) = @_;
+    my $port = $opt{port} // $ENVH{TEST_NGINX_PORT};
+    # an answer of the harness's nginx: its line will be in access.log,
+    # after the bytes the file has now
+    my $log = $nginx && $port == $ENVH{TEST_NGINX_PORT} ? "$SERVROOT/logs/access.log" : undef;
     return Test::Conductor::Stream->open(
-        port    => $opt{port} // $ENVH{TEST_NGINX_PORT},
+        port    => $port,
         method  => $method,
         path    => $path,
         headers => $headers,
         body    => $body,
         timeout => ($opt{timeout} // 30) * $SCALE,
+        ($log ? (log => $log, log_from => (-s $log) || 0) : ()),
     );
+}
+
+# After an answer: wait for its access log line (see http_request). When it
+# does not come, say so once and stop waiting for this nginx: its
+# configuration logs elsewhere (an access_log in the block's server or
+# location, or access_log off), and every request would wait in vain.
+sub _await_log {
+    my ($stream) = @_;
+    return unless $stream->{log} && $nginx && !$nginx->{log_unawaited};
+    return if $stream->{connect_failed} || $stream->{timed_out};
+    return if $stream->wait_logged;
+    $nginx->{log_unawaited} = 1;
+    Test::More::diag(sprintf 'harness: no logs/access.log line for %s %s (client port %s) within %g s; '
+        . 'not waiting for the access log of this nginx any more (does the configuration log elsewhere?)',
+        $stream->{method}, $stream->{path}, $stream->{local_port} // '?', $WAIT_SECONDS * $SCALE);
+}
+
+# wait_for(sub { ... }, timeout => S, interval => S, what => 'text'): calls
+# the sub (in scalar context) until it returns a true value, for at most
+# timeout seconds (default $WAIT_SECONDS, scaled under valgrind); returns that
+# value, or, after a diag naming `what`, the last false one.
+sub wait_for {
+    my ($cond, %opt) = @_;
+    my $seconds  = ($opt{timeout} // $WAIT_SECONDS) * $SCALE;
+    my $deadline = Time::HiRes::time() + $seconds;
+    while (1) {
+        my $v = $cond->();
+        return $v if $v;
+        if (Time::HiRes::time() >= $deadline) {
+            Test::More::diag(sprintf 'gave up after %g s waiting for %s', $seconds, $opt{what} // 'a condition');
+            return $v;
+        }
+        Time::HiRes::sleep($opt{interval} // 0.02);
+    }
+}
+
+# status_report(port => N, path => '/conductor/status', headers => {...}):
+# the status report, decoded; undef unless the answer is a 200 with a JSON
+# object.
+sub status_report {
+    my (%opt) = @_;
+    my $r = http_request(GET => $opt{path} // '/conductor/status', $opt{headers} // {}, undef,
+        $opt{port} ? (port => $opt{port}) : ());
+    return ($r->{status} // 0) == 200 && ref $r->{json} eq 'HASH' ? $r->{json} : undef;
+}
+
+# status_wait(sub { $_->{totals}{requests} == 3 }, timeout => S, what => ...,
+# and status_report's options): fetches the report until the condition holds
+# for it ($_ and $_[0] are the decoded report), for at most timeout seconds;
+# returns the last report fetched whether it holds or not, so that the test
+# asserts on what is there (undef if none could be fetched). For counters a
+# request's own answer does not wait for: another worker's LOG phase, health
+# checks, nginx outside the harness.
+sub status_wait {
+    my ($cond, %opt) = @_;
+    my $last;
+    wait_for(sub {
+        my $s = status_report(%opt) or return 0;
+        $last = $s;
+        local $_ = $s;
+        return $cond->($s) ? 1 : 0;
+    }, timeout => $opt{timeout}, what => $opt{what} // 'the status report to show the expected counters');
+    return $last;
 }
 
 # Splits an event stream into [{event, data, json, id}], skipping comments.
@@ -903,6 +995,7 @@ sub open {
     }
     $sock->blocking(0);
     $self->{sock} = $sock;
+    $self->{local_port} = $sock->sockport;    # names the request in the access log
     push @OPEN, $self;
     Scalar::Util::weaken($OPEN[-1]);
     my $deadline = $self->{started} + $a{timeout};
@@ -1123,6 +1216,32 @@ sub wait_close {
     $self->close;
 }
 
+# Waits until nginx has written this request's line to the harness's access
+# log (its LOG phase ran), for at most $seconds (default: the harness's
+# wait); true once it is there, or when there is nothing to wait for (not an
+# answer of the harness's nginx).
+sub wait_logged {
+    my ($self, $seconds) = @_;
+    return 1 if !$self->{log} || $self->{logged};
+    return 0 unless $self->{local_port};
+    my $line = qr/^[^\s:]+:$self->{local_port} /m;
+    my $deadline = Time::HiRes::time() + ($seconds // $Test::Conductor::WAIT_SECONDS * $SCALE);
+    my $polls = 0;
+    while (1) {
+        if (CORE::open my $fh, '<', $self->{log}) {
+            # from where the file ended before the request (from the start
+            # if it was recreated since)
+            seek $fh, $self->{log_from}, 0 if ((-s $fh) || 0) >= $self->{log_from};
+            local $/;
+            my $text = <$fh>;
+            return $self->{logged} = 1 if defined $text && $text =~ $line;
+        }
+        return 0 if Time::HiRes::time() >= $deadline;
+        # nginx usually writes it within a millisecond of the close
+        Time::HiRes::sleep(++$polls < 100 ? 0.0002 : 0.005);
+    }
+}
+
 sub status      { $_[0]{status} }
 sub headers     { $_[0]{headers} }
 sub header      { $_[0]{headers}{ lc $_[1] } }
@@ -1171,6 +1290,41 @@ sub eval {
     return @values;
 }
 
+
+# ---------------------------------------------------------------- SSE blocks
+
+package Test::Conductor;
+
+# An event stream cut into its events, each with the blank line that ends it
+# (line ends of any kind); what follows the last blank line is the last item.
+sub sse_blocks {
+    my ($text) = @_;
+    my (@blocks, $cur);
+    $cur = '';
+    pos($text) = 0;
+    while ($text =~ /\G([^\r\n]*)(\r\n|\r|\n)/gc) {
+        $cur .= $1 . $2;
+        if ($1 eq '') { push @blocks, $cur; $cur = '' }
+    }
+    $cur .= substr $text, pos($text) // 0;
+    push @blocks, $cur if length $cur;
+    return @blocks;
+}
+
+# the JSON of an event's data lines, or undef
+sub block_json {
+    my ($block) = @_;
+    my @data = map { /^data: ?(.*)\z/s ? $1 : () } split /\r\n|\r|\n/, $block;
+    return undef unless @data;
+    return eval { JSON::PP->new->decode(join "\n", @data) };
+}
+
+# a decoded chunk that is the usage-only one: choices [], usage an object
+sub usage_only {
+    my ($j) = @_;
+    return ref $j eq 'HASH' && ref $j->{choices} eq 'ARRAY' && !@{ $j->{choices} } && ref $j->{usage} eq 'HASH';
+}
+
 1;
 
 __END__
@@ -1216,7 +1370,8 @@ Run with C<prove t/>, C<prove -j2 t/>, or C<TEST_NGINX_USE_VALGRIND=1 prove t/>.
 For every block: the mock provider's request log is cleared, a fresh
 C<t/servroot-E<lt>testfileE<gt>/conf/nginx.conf> is written, its logs are
 emptied, nginx is started (C<nginx -p servroot -c conf/nginx.conf>) and the
-harness waits until the port accepts. The requests are sent in order, then
+harness waits until the port accepts. The requests are sent in order, each
+once the previous one is in the access log (see C<http_request>), then
 C<wait>, then the response assertions and C<checks> run while nginx is still
 up; then nginx is stopped with QUIT (TERM, then KILL, after a 20 s grace) and
 the log assertions and the crash check read C<logs/error.log>, which holds
@@ -1231,9 +1386,10 @@ The generated configuration:
     <main_config>
     events { worker_connections 1024; }
     http {
-        access_log logs/access.log;
         client_body_temp_path ...; proxy_temp_path ...;    # all under servroot
         <http_config>
+        log_format conductor_test_harness '$remote_addr:$remote_port - ...';  # then as combined
+        access_log logs/access.log conductor_test_harness;
         server {
             listen 127.0.0.1:$TEST_NGINX_PORT;
             server_name localhost;
@@ -1424,12 +1580,62 @@ C<is_deeply stop_nginx(), [], 'clean shutdown';>
 
 What the running (or last) nginx wrote to error.log.
 
-=item http_request($method, $path, \%headers, $body, port => N, timeout => S)
+=item http_request($method, $path, \%headers, $body, port => N, timeout => S, await_log => 0)
 
 Returns the response hash described under checks. Headers may be a hashref
 or an arrayref of pairs; a header whose value is undef is not sent (this
 suppresses a default). Waits for nginx to close a C<Connection: close>
-connection, so the log phase has run when it returns.
+connection, and then, for an answer of the harness's nginx (the default
+port while C<start_nginx>'s nginx runs), until nginx has written the
+request's line to C<logs/access.log> (found by the client's port, the
+C<$remote_port> of the harness's log format). So the LOG phase has run when
+it returns: the module's counters (the status report), the block's own
+C<access_log> files (written before the harness's: its C<access_log> comes
+after C<http_config>) and whatever a next request's routing reads from them
+include this request. nginx runs that phase after the answer was sent, and
+with a lingering close (a request with a body) only once the client has
+closed too, so without the wait a reader could race it.
+
+The wait is bounded by C<$Test::Conductor::WAIT_SECONDS> (5 s, times 10
+under valgrind) and costs well under a millisecond a request. When a line
+does not come (a block that logs elsewhere: C<access_log> in its server or
+location, C<access_log off>), a diag says so and the harness stops waiting
+for that nginx. C<< await_log => 0 >> skips the wait for one request.
+
+With more than one worker, another worker may serve a next request before
+the module's log handler (it runs right after the access log's) has
+finished; for counters use C<status_wait> there.
+
+=item wait_for(sub { ... }, timeout => S, interval => S, what => 'text')
+
+Calls the sub (in scalar context) every C<interval> (0.02 s) until it
+returns a true value, for at most C<timeout> seconds (default
+C<$Test::Conductor::WAIT_SECONDS>, times 10 under valgrind); returns that
+value, or after a diag C<gave up after N s waiting for E<lt>whatE<gt>> the
+last false one. For anything nginx does in its own time: a log record, a
+health check, a reload. Assert on what is there afterwards, so a real
+failure fails with the value it got:
+
+    my @records;
+    wait_for(sub { @records = usage_records(); @records >= 3 }, what => 'three usage records');
+    is scalar(@records), 3, 'one record per request';
+
+=item status_report(port => N, path => '/conductor/status', headers => {...})
+
+The status report (C<conductor_status>), decoded; undef unless the answer
+is a 200 with a JSON object.
+
+=item status_wait(sub { $_->{totals}{requests} == 3 }, timeout => S, what => ..., port => N, path => ...)
+
+Fetches C<status_report> until the condition holds for it (the report is in
+C<$_> and C<$_[0]>), bounded as C<wait_for>; returns the last report
+fetched whether the condition holds or not, so that the test asserts on
+it (undef if none could be fetched). For counters that a request's own
+answer does not wait for: with several workers, after a health check, from
+an nginx outside the harness (C<port>).
+
+    my $st = status_wait(sub { $_->{totals}{requests} >= 3 }, port => $gw);
+    is $st->{totals}{requests}, 3, 'status counts them';
 
 =item http_stream_open(same arguments)
 
@@ -1438,7 +1644,9 @@ C<headers>, C<header($name)>; then C<read_some($timeout)> (next decoded body
 bytes; undef at the end of the body, at EOF or on timeout, see
 C<complete>, C<timed_out>, C<error>), C<read_until(qr/.../, $timeout)> (true
 once the body so far matches), C<read_all($timeout)>, C<body>, C<response>
-(the hash), C<close>. Streams left open are closed by stop_nginx.
+(the hash), C<close>, C<wait_logged($seconds)> (after the body and C<close>:
+waits for the request's access log line as C<http_request> does; true once
+it is there). Streams left open are closed by stop_nginx.
 
 =item parse_sse($text)
 
