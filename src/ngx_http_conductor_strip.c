@@ -161,7 +161,25 @@ ngx_http_conductor_strip_feed(ngx_http_conductor_strip_t *s,
             }
         }
 
-        h = memchr(p, ']', complete - p);
+        /* the common case, a "]" after anything but "[" or a blank, stays
+         * in this loop */
+        for ( ;; ) {
+            h = memchr(p, ']', complete - p);
+
+            if (h == NULL || (h > floor && h[-1] != '[' && h[-1] != ' '
+                              && h[-1] != '\t'))
+            {
+                if (h == NULL) {
+                    break;
+                }
+
+                p = h + 1;
+                continue;
+            }
+
+            break;
+        }
+
         if (h == NULL) {
             break;
         }
