@@ -64,7 +64,6 @@ ngx_http_conductor_strip_feed(ngx_http_conductor_strip_t *s,
             p++;
 
             if (s->cr_dropped) {
-                s->removed_bytes++;
                 send = p;
             }
         }
@@ -155,7 +154,6 @@ ngx_http_conductor_strip_feed(ngx_http_conductor_strip_t *s,
                 /* the blank line that ended the removed event */
                 ngx_http_conductor_strip_send(s, send, p);
                 next = ngx_http_conductor_strip_skip_eol(s, p, end, 1);
-                s->removed_bytes += next - p;
                 p = floor = send = next;
                 continue;
             }
@@ -207,7 +205,6 @@ ngx_http_conductor_strip_feed(ngx_http_conductor_strip_t *s,
             ngx_http_conductor_strip_send(s, send, ls);
             next = ngx_http_conductor_strip_skip_eol(s, t, end, 1);
             s->removed++;
-            s->removed_bytes += next - ls;
             s->drop_blank = 1;
             send = next;
 
@@ -327,7 +324,6 @@ ngx_http_conductor_strip_keep(ngx_http_conductor_strip_t *s,
     if (n == 0) {
         if (s->drop_blank) {
             s->drop_blank = 0;
-            s->removed_bytes += len;
             return 0;
         }
 
@@ -344,7 +340,6 @@ ngx_http_conductor_strip_keep(ngx_http_conductor_strip_t *s,
     }
 
     s->removed++;
-    s->removed_bytes += len;
     s->drop_blank = 1;
 
     return 0;

@@ -45,7 +45,6 @@ typedef struct {
     size_t                            held_max;
 
     uint64_t                          removed;    /* chunks taken out */
-    uint64_t                          removed_bytes;
 
     unsigned                          long_line:1;  /* passing one on */
     unsigned                          cr:1;         /* a CR ended a piece */
