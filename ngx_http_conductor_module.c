@@ -12,6 +12,7 @@
 
 static ngx_int_t ngx_http_conductor_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_conductor_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_conductor_init_process(ngx_cycle_t *cycle);
 static void *ngx_http_conductor_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_conductor_create_srv_conf(ngx_conf_t *cf);
@@ -71,6 +72,20 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_conductor_breaker_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("conductor_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_cooldown_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("conductor_estimate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_conductor_estimate_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -198,10 +213,10 @@ ngx_module_t  ngx_http_conductor_module = {
     NGX_HTTP_MODULE,                        /* module type */
     NULL,                                   /* init master */
     NULL,                                   /* init module */
-    ngx_http_conductor_health_init_process, /* init process */
+    ngx_http_conductor_init_process,        /* init process */
     NULL,                                   /* init thread */
     NULL,                                   /* exit thread */
-    NULL,                                   /* exit process */
+    ngx_http_conductor_ledger_exit_process, /* exit process */
     NULL,                                   /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -233,6 +248,19 @@ ngx_http_conductor_postconfiguration(ngx_conf_t *cf)
 }
 
 
+/* a worker starts: its ledger slot first, then its health checks */
+
+static ngx_int_t
+ngx_http_conductor_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_conductor_ledger_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_conductor_health_init_process(cycle);
+}
+
+
 static void *
 ngx_http_conductor_create_main_conf(ngx_conf_t *cf)
 {
@@ -256,6 +284,8 @@ ngx_http_conductor_create_main_conf(ngx_conf_t *cf)
     cmcf->builtin_models = NGX_CONF_UNSET;
     cmcf->breaker_failures = NGX_CONF_UNSET_UINT;
     cmcf->breaker_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->cooldown_max = NGX_CONF_UNSET_MSEC;
+    cmcf->disabled_time = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -271,6 +301,8 @@ ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(cmcf->builtin_models, 0);
     ngx_conf_init_uint_value(cmcf->breaker_failures, 5);
     ngx_conf_init_msec_value(cmcf->breaker_timeout, 30000);
+    ngx_conf_init_msec_value(cmcf->cooldown_max, 15 * 60 * 1000);
+    ngx_conf_init_msec_value(cmcf->disabled_time, 5 * 60 * 1000);
 
     if (cmcf->providers.nelts == 0) {
         return NGX_CONF_OK;
@@ -326,6 +358,7 @@ ngx_http_conductor_create_loc_conf(ngx_conf_t *cf)
     lcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     lcf->queue_max = NGX_CONF_UNSET_UINT;
     lcf->stream_idle = NGX_CONF_UNSET_MSEC;
+    lcf->completion_estimate = NGX_CONF_UNSET_UINT;
 
     return lcf;
 }
@@ -364,6 +397,8 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
     ngx_conf_merge_uint_value(conf->queue_max, prev->queue_max, 1000);
     ngx_conf_merge_msec_value(conf->stream_idle, prev->stream_idle, 0);
+    ngx_conf_merge_uint_value(conf->completion_estimate,
+                              prev->completion_estimate, 256);
 
     return NGX_CONF_OK;
 }

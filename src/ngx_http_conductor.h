@@ -12,9 +12,12 @@
 #include <ngx_http.h>
 
 #include "ngx_http_conductor_json.h"
+#include "ngx_http_conductor_money.h"
+#include "ngx_http_conductor_ratelimit.h"
 #include "ngx_http_conductor_sse.h"
 #include "ngx_http_conductor_strip.h"
 #include "ngx_http_conductor_usage.h"
+#include "ngx_http_conductor_window.h"
 
 
 /* copies a string literal: its length is counted by the compiler */
@@ -42,13 +45,10 @@
 #define NGX_HTTP_CONDUCTOR_TPD          5
 #define NGX_HTTP_CONDUCTOR_NLIMITS      6
 
+#define NGX_HTTP_CONDUCTOR_ALIAS_MAX   256  /* bytes of a model alias */
 #define NGX_HTTP_CONDUCTOR_MAX_MEMBERS  128
 #define NGX_HTTP_CONDUCTOR_MAX_CANDS    256
 #define NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS 16
-#define NGX_HTTP_CONDUCTOR_MAX_EDITS    8
-#define NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS  4
-#define NGX_HTTP_CONDUCTOR_MAX_SPLICE                                       \
-    (NGX_HTTP_CONDUCTOR_MAX_EDITS + NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS)
 
 /* strategies */
 #define NGX_HTTP_CONDUCTOR_ROUND_ROBIN    0
@@ -82,15 +82,16 @@ typedef struct ngx_http_conductor_provider_s  ngx_http_conductor_provider_t;
 #define NGX_HTTP_CONDUCTOR_HALF_OPEN    2
 
 
-#define NGX_HTTP_CONDUCTOR_COST_LEN  (NGX_INT64_LEN + 8)
+#define NGX_HTTP_CONDUCTOR_COST_LEN  NGX_HTTP_CONDUCTOR_MONEY_LEN
 
+/* processes whose holds the zone can tell apart (old and new workers of a
+ * reload together) */
+#define NGX_HTTP_CONDUCTOR_SLOTS        128
 
-/* a two-bucket sliding window: prev * (W - elapsed) / W + cur */
-typedef struct {
-    uint64_t                          prev;
-    uint64_t                          cur;
-    time_t                            start;     /* of the cur bucket */
-} ngx_http_conductor_window_t;
+/* why a candidate cannot take a request now */
+#define NGX_HTTP_CONDUCTOR_WAIT_NEVER   0   /* tried, disabled, excluded */
+#define NGX_HTTP_CONDUCTOR_WAIT_LIMIT   1   /* a limit or cooldown: 429 */
+#define NGX_HTTP_CONDUCTOR_WAIT_FAILING 2   /* breaker, health: 503 */
 
 
 /*
@@ -129,14 +130,24 @@ typedef struct {
     uint64_t                          cached_tokens;
     uint64_t                          cache_creation_tokens;
     uint64_t                          reasoning_tokens;
-    uint64_t                          cost;      /* pico-USD */
+    ngx_http_conductor_money_t        cost;
     uint64_t                          estimated; /* usage not in the answer */
     uint64_t                          unpriced;  /* answers without a price */
     uint64_t                          ttfb_sum;  /* ms, over responses */
 
+    /* in flight per process slot: what a dead worker held is known */
+    uint32_t                          held[NGX_HTTP_CONDUCTOR_SLOTS];
+
     size_t                            len;
     u_char                            name[1];
 } ngx_http_conductor_node_t;
+
+
+/* a process that holds counts in the zone */
+typedef struct {
+    ngx_pid_t                         pid;       /* 0: free */
+    ngx_uint_t                        queued;    /* its queue places */
+} ngx_http_conductor_slot_t;
 
 
 typedef struct {
@@ -144,7 +155,20 @@ typedef struct {
     ngx_rbtree_node_t                 sentinel;
     ngx_uint_t                        queued;    /* waiting for room */
     ngx_http_conductor_node_t         gateway;   /* answers of its own */
+    ngx_http_conductor_slot_t         slots[NGX_HTTP_CONDUCTOR_SLOTS];
 } ngx_http_conductor_shctx_t;
+
+
+/* what an attempt's answer (or its failure) says, for the ledger */
+typedef struct {
+    ngx_uint_t                        status;    /* the provider's, or 0 */
+    ngx_int_t                         err;       /* class, NGX_DECLINED */
+    ngx_msec_t                        ttfb;
+    uint64_t                          cooldown;  /* ms the provider asks */
+    uint64_t                          exhausted_until;  /* epoch ms */
+    int64_t                           remaining_requests;  /* -1: unknown */
+    int64_t                           remaining_tokens;
+} ngx_http_conductor_outcome_t;
 
 
 typedef struct {
@@ -175,6 +199,8 @@ struct ngx_http_conductor_provider_s {
     ngx_str_t                         host;      /* Host header */
     ngx_str_t                         sni;       /* host without port */
     ngx_str_t                         prefix;    /* path, no trailing / */
+    ngx_str_t                         args;      /* the url's query */
+    ngx_str_t                         headers;   /* "header" lines, CRLF */
     in_port_t                         port;
     ngx_addr_t                       *addrs;
     ngx_uint_t                        naddrs;
@@ -244,6 +270,8 @@ typedef struct {
     ngx_uint_t                        nkeys;
     ngx_uint_t                        breaker_failures;
     ngx_msec_t                        breaker_timeout;
+    ngx_msec_t                        cooldown_max;   /* any hint */
+    ngx_msec_t                        disabled_time;  /* until a probe */
     u_char                           *zone_file;   /* of conductor_zone */
     ngx_uint_t                        zone_line;
 } ngx_http_conductor_main_conf_t;
@@ -263,6 +291,7 @@ typedef struct {
     ngx_msec_t                        queue_timeout;   /* 0: no queue */
     ngx_uint_t                        queue_max;
     ngx_msec_t                        stream_idle;  /* 0: read timeout */
+    ngx_uint_t                        completion_estimate;  /* tokens */
 } ngx_http_conductor_loc_conf_t;
 
 
@@ -286,11 +315,11 @@ typedef struct {
     /* the client's body and the edits every attempt shares */
     u_char                           *body;
     size_t                            body_len;
-    ngx_str_t                         model_spans[
-                                          NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS];
+    ngx_str_t                        *model_spans;  /* every "model" */
     ngx_uint_t                        nmodel_spans;
-    ngx_http_conductor_json_edit_t    edits[NGX_HTTP_CONDUCTOR_MAX_EDITS];
+    ngx_http_conductor_json_edit_t   *edits;     /* by place in the body */
     ngx_uint_t                        nedits;
+    ngx_uint_t                        edits_max;
 
     ngx_http_conductor_cand_t        *cands;
     ngx_uint_t                        ncands;
@@ -298,16 +327,18 @@ typedef struct {
                                             / 64];  /* bitmap over cands */
     ngx_http_conductor_cand_t        *cand;      /* the current attempt's */
     ngx_http_conductor_cand_t        *winner;    /* the one that answered */
+    ngx_http_conductor_cand_t        *held;      /* in flight on its key */
     ngx_uint_t                        attempts;
     ngx_uint_t                        max_attempts;
     uint64_t                          estimate;  /* tokens, before usage */
     uint64_t                          reserved;  /* tokens held on cand */
     time_t                            reserved_at;
     ngx_msec_t                        retry_after;  /* when all are full */
-    ngx_http_conductor_provider_t    *only;      /* routing.provider */
+    ngx_uint_t                        refusal;   /* WAIT_LIMIT, _FAILING */
+    ngx_http_conductor_provider_t    *routing_provider;  /* the client's */
     ngx_event_t                       queue_ev;
     ngx_msec_t                        queue_deadline;
-    ngx_uint_t                        gets;
+    ngx_uint_t                        peer_gets; /* balancer calls */
     ngx_http_conductor_balancer_conf_t  *bcf;
 
     ngx_str_t                         auth;      /* Authorization value */
@@ -325,7 +356,7 @@ typedef struct {
     ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
     ngx_http_conductor_usage_t        usage;     /* as the provider said */
     ngx_http_conductor_usage_t        final;     /* said, or estimated */
-    uint64_t                          cost;      /* pico-USD */
+    ngx_http_conductor_money_t        cost;
     ngx_http_conductor_sse_t         *sse;
     ngx_http_conductor_sse_scan_t    *scan;
     off_t                             body_bytes;  /* of the answer */
@@ -348,14 +379,13 @@ typedef struct {
     unsigned                          stream:1;
     unsigned                          client_usage:1;  /* asked for it */
     unsigned                          added_usage:1;   /* we asked */
-    unsigned                          inflight:1;
+    unsigned                          more:1;    /* another had room */
     unsigned                          retry_same:1;
     unsigned                          observe:2;   /* NONE, JSON, SSE */
     unsigned                          strip_used:1;  /* strip_buf is sent */
     unsigned                          stream_done:1;   /* its end judged */
     unsigned                          stream_ended:1;  /* we ended it */
     unsigned                          passing:1;   /* our own end event */
-    unsigned                          outcome_pending:1;  /* log decides */
     unsigned                          keepalive:1;  /* before a failed end */
     unsigned                          finished:1;  /* the body ended */
     unsigned                          json_done:1; /* read in one piece */
@@ -394,6 +424,10 @@ char *ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_stream_timeout_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+char *ngx_http_conductor_cooldown_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_conductor_estimate_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_conductor_failover_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
@@ -405,15 +439,6 @@ ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
 ngx_int_t ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 void ngx_http_conductor_shm_lock(ngx_http_conductor_main_conf_t *cmcf);
 void ngx_http_conductor_shm_unlock(ngx_http_conductor_main_conf_t *cmcf);
-time_t ngx_http_conductor_window_view(ngx_http_conductor_window_t *w,
-    time_t period, time_t now, uint64_t *prev, uint64_t *cur);
-uint64_t ngx_http_conductor_window_value(ngx_http_conductor_window_t *w,
-    time_t period, time_t now);
-void ngx_http_conductor_window_add(ngx_http_conductor_window_t *w,
-    time_t period, time_t now, uint64_t n);
-void ngx_http_conductor_window_sub(ngx_http_conductor_window_t *w,
-    time_t period, time_t now, time_t when, uint64_t n);
-u_char *ngx_http_conductor_format_cost(u_char *p, uint64_t pico);
 
 /* health */
 char *ngx_http_conductor_health_conf(ngx_conf_t *cf,
@@ -426,24 +451,51 @@ char *ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /* route */
 ngx_int_t ngx_http_conductor_route_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_conductor_set_candidate(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *cand);
 ngx_int_t ngx_http_conductor_dialect_of_uri(ngx_str_t *uri);
 
-/* pick */
-ngx_http_conductor_cand_t *ngx_http_conductor_pick(ngx_http_request_t *r,
+/* queue */
+ngx_int_t ngx_http_conductor_enqueue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf);
+ngx_int_t ngx_http_conductor_refuse(ngx_http_conductor_ctx_t *ctx);
+
+/* attempt */
+ngx_int_t ngx_http_conductor_attempt(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
-ngx_uint_t ngx_http_conductor_has_room(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx);
+ngx_int_t ngx_http_conductor_attempt_request(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_uint_t recreate);
+
+/* pick: the strategies */
+ngx_http_conductor_cand_t *ngx_http_conductor_choose(
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t **el,
+    ngx_uint_t n);
 uint64_t ngx_http_conductor_now_ms(void);
+
+/* ledger */
+ngx_int_t ngx_http_conductor_ledger_init_process(ngx_cycle_t *cycle);
+void ngx_http_conductor_ledger_exit_process(ngx_cycle_t *cycle);
+ngx_http_conductor_cand_t *ngx_http_conductor_ledger_pick(
+    ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx);
+void ngx_http_conductor_ledger_hints(ngx_http_request_t *r,
+    ngx_http_conductor_outcome_t *o);
+void ngx_http_conductor_ledger_fail(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o);
+void ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o,
+    ngx_int_t err);
+ngx_int_t ngx_http_conductor_ledger_class(ngx_uint_t status,
+    ngx_int_t fault);
+ngx_int_t ngx_http_conductor_ledger_enqueue(ngx_http_request_t *r,
+    ngx_uint_t max);
+void ngx_http_conductor_ledger_dequeue(ngx_http_request_t *r);
+ngx_uint_t ngx_http_conductor_ledger_health_lease(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_provider_t *p,
+    uint64_t now_ms);
+void ngx_http_conductor_ledger_health(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_provider_t *p, ngx_uint_t ok);
 
 /* balancer */
 char *ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-void ngx_http_conductor_breaker(ngx_http_conductor_main_conf_t *cmcf,
-    ngx_http_conductor_node_t *node, uint64_t now_ms);
-void ngx_http_conductor_breaker_pass(ngx_http_conductor_node_t *key,
-    ngx_http_conductor_node_t *provider);
 
 /* filter */
 ngx_int_t ngx_http_conductor_filter_init(ngx_conf_t *cf);

@@ -1,23 +1,15 @@
 
 /*
  * The accounting: the usage an answer really had (or an estimate, flagged
- * so), its cost, and the totals it adds to its key, provider and model in
- * the zone.  Committed in the LOG phase, when the last byte has gone.
+ * so) and its cost, worked out in the LOG phase, when the last byte has
+ * gone, and handed to the ledger with the answer's outcome.
  */
 
 
 #include "ngx_http_conductor.h"
 
 
-static uint64_t ngx_http_conductor_cost(ngx_http_conductor_usage_t *u,
-    ngx_http_conductor_price_t *price);
-static void ngx_http_conductor_reconcile(ngx_http_conductor_node_t *node,
-    ngx_http_conductor_ctx_t *ctx);
-static void ngx_http_conductor_add_totals(ngx_http_conductor_node_t *node,
-    ngx_http_conductor_ctx_t *ctx, ngx_int_t err);
 static ngx_int_t ngx_http_conductor_answer_class(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx);
-static ngx_int_t ngx_http_conductor_log_refused(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 
 
@@ -117,46 +109,36 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
 
     if (price) {
         ctx->priced = 1;
-        ctx->cost = ngx_http_conductor_cost(u, price);
+        /* pico-USD per token, at their own rates for cache reads and
+         * writes; exact over every accepted count (no wrap) */
+        ctx->cost = ngx_http_conductor_money_cost(u->prompt, u->completion,
+                                                  u->cached,
+                                                  u->cache_creation,
+                                                  price->input, price->output,
+                                                  price->cached_input,
+                                                  price->cache_write);
     }
 
     return u;
 }
 
 
+
+
 /*
- * Prices are pico-USD per token.  Cached input has its own price when one
- * is given (cache reads are cheaper), and so does input written to cache.
+ * The LOG phase: the usage and cost of the answer, the class of what the
+ * client got, and for the attempt that answered, its outcome (a stream's
+ * end decides whether it was an answer); the ledger commits them.
  */
-
-static uint64_t
-ngx_http_conductor_cost(ngx_http_conductor_usage_t *u,
-    ngx_http_conductor_price_t *price)
-{
-    uint64_t  plain, cached, created;
-
-    cached = u->cached;
-    created = u->cache_creation;
-    plain = (uint64_t) u->prompt > cached + created
-            ? (uint64_t) u->prompt - cached - created : 0;
-
-    return plain * price->input
-           + cached * (price->cached_input ? price->cached_input
-                                           : price->input)
-           + created * (price->cache_write ? price->cache_write
-                                           : price->input)
-           + (uint64_t) u->completion * price->output;
-}
-
 
 ngx_int_t
 ngx_http_conductor_log_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        err;
-    ngx_http_conductor_ctx_t        *ctx;
-    ngx_http_conductor_cand_t       *cand;
-    ngx_http_conductor_node_t       *key, *provider, *model;
-    ngx_http_conductor_main_conf_t  *cmcf;
+    ngx_int_t                       err;
+    ngx_http_upstream_state_t      *us;
+    ngx_http_conductor_ctx_t       *ctx;
+    ngx_http_conductor_loc_conf_t  *lcf;
+    ngx_http_conductor_outcome_t    o;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
@@ -165,7 +147,13 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
     }
 
     if (ctx->attempts == 0 && ctx->usage_provider == NULL) {
-        return ngx_http_conductor_log_refused(r, ctx);
+        /* answered by the gateway itself, nothing sent upstream (every
+         * key at its limit, none that could serve it, a bad body) */
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+        if (!lcf->route || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+            return NGX_OK;
+        }
     }
 
     ctx->committed = 1;
@@ -174,49 +162,22 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
 
     err = ngx_http_conductor_answer_class(r, ctx);
 
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    if (ctx->winner) {
+        us = r->upstream ? r->upstream->state : NULL;
 
-    cand = ctx->winner ? ctx->winner : ctx->cand;
-    key = ctx->winner ? ctx->winner->key->node : NULL;
-    provider = cand ? cand->provider->node : ctx->usage_provider->node;
-    model = ctx->model ? ctx->model->node : NULL;
+        o.status = us ? us->status : 0;
+        o.ttfb = (us && us->header_time != (ngx_msec_t) -1)
+                 ? us->header_time : 0;
+        o.err = ngx_http_conductor_ledger_class(o.status, NGX_DECLINED);
 
-    ngx_http_conductor_shm_lock(cmcf);
-
-    if (ctx->inflight) {
-        /* reserved in the routing handler, never handed to the balancer */
-        ctx->cand->key->node->inflight--;
-        ctx->inflight = 0;
-    }
-
-    if (key) {
-        /* the key's requests and errors were counted per attempt */
-        ngx_http_conductor_add_totals(key, ctx, NGX_ERROR);
-
-        if (ctx->outcome_pending) {
-            /* a stream: only its end tells an answer from a failure */
-            if (ctx->stream_error) {
-                key->errors[ctx->stream_error]++;
-                ngx_http_conductor_breaker(cmcf, key,
-                                           ngx_http_conductor_now_ms());
-
-            } else {
-                ngx_http_conductor_breaker_pass(key, provider);
-            }
+        if (o.err == NGX_DECLINED && ctx->stream_error) {
+            o.err = ctx->stream_error;
         }
+
+        ngx_http_conductor_ledger_hints(r, &o);
     }
 
-    if (ctx->reserved && ctx->cand) {
-        ngx_http_conductor_reconcile(ctx->cand->key->node, ctx);
-    }
-
-    ngx_http_conductor_add_totals(provider, ctx, err);
-
-    if (model) {
-        ngx_http_conductor_add_totals(model, ctx, err);
-    }
-
-    ngx_http_conductor_shm_unlock(cmcf);
+    ngx_http_conductor_ledger_commit(r, ctx, &o, err);
 
     return NGX_OK;
 }
@@ -228,6 +189,7 @@ static ngx_int_t
 ngx_http_conductor_answer_class(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx)
 {
+    ngx_int_t   fault, err;
     ngx_uint_t  status;
 
     status = r->headers_out.status;
@@ -239,145 +201,19 @@ ngx_http_conductor_answer_class(ngx_http_request_t *r,
                                  : NGX_DECLINED;
     }
 
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
-        return NGX_HTTP_CONDUCTOR_ERR_429;
-    }
+    /* nginx's own 504 and 502 tell a timeout and an unreachable provider */
+    fault = NGX_DECLINED;
 
     if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
-        return NGX_HTTP_CONDUCTOR_ERR_TIMEOUT;
+        fault = NGX_HTTP_CONDUCTOR_ERR_TIMEOUT;
+
+    } else if (status == NGX_HTTP_BAD_GATEWAY && ctx->winner == NULL) {
+        fault = NGX_HTTP_CONDUCTOR_ERR_CONNECT;
     }
 
-    if (status == NGX_HTTP_BAD_GATEWAY && ctx->winner == NULL) {
-        return NGX_HTTP_CONDUCTOR_ERR_CONNECT;
-    }
+    err = ngx_http_conductor_ledger_class(status, fault);
 
-    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-        return NGX_HTTP_CONDUCTOR_ERR_5XX;
-    }
-
-    return NGX_HTTP_CONDUCTOR_ERR_4XX;
-}
-
-
-/*
- * A routed request the gateway answered itself, nothing sent upstream
- * (every key at its limit: 429; none could ever serve it: 503; a bad
- * body: 400): counted for its model alias and in the gateway's own node,
- * which the status totals include.
- */
-
-static ngx_int_t
-ngx_http_conductor_log_refused(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx)
-{
-    ngx_int_t                        err;
-    ngx_http_conductor_loc_conf_t   *lcf;
-    ngx_http_conductor_main_conf_t  *cmcf;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
-
-    if (!lcf->route || r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
-        return NGX_OK;
-    }
-
-    ctx->committed = 1;
-
-    (void) ngx_http_conductor_final_usage(r, ctx);
-
-    err = ngx_http_conductor_answer_class(r, ctx);
-
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
-
-    if (cmcf->sh == NULL) {
-        return NGX_OK;
-    }
-
-    ngx_http_conductor_shm_lock(cmcf);
-
-    ngx_http_conductor_add_totals(&cmcf->sh->gateway, ctx, err);
-
-    if (ctx->model) {
-        ngx_http_conductor_add_totals(ctx->model->node, ctx, err);
-    }
-
-    ngx_http_conductor_shm_unlock(cmcf);
-
-    return NGX_OK;
-}
-
-
-/* the tokens windows get the real usage in place of the estimate */
-
-static void
-ngx_http_conductor_reconcile(ngx_http_conductor_node_t *node,
-    ngx_http_conductor_ctx_t *ctx)
-{
-    time_t      now;
-    uint64_t    used;
-    ngx_uint_t  i;
-
-    now = ngx_time();
-    used = ctx->final.found ? (uint64_t) ctx->final.total : 0;
-
-    for (i = 1; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
-
-        if (used > ctx->reserved) {
-            ngx_http_conductor_window_add(&node->win[i],
-                                          ngx_http_conductor_periods[i], now,
-                                          used - ctx->reserved);
-
-        } else {
-            ngx_http_conductor_window_sub(&node->win[i],
-                                          ngx_http_conductor_periods[i], now,
-                                          ctx->reserved_at,
-                                          ctx->reserved - used);
-        }
-    }
-
-    ctx->reserved = 0;
-}
-
-
-/* err: an error class, NGX_DECLINED for an answer, NGX_ERROR: tokens only */
-
-static void
-ngx_http_conductor_add_totals(ngx_http_conductor_node_t *node,
-    ngx_http_conductor_ctx_t *ctx, ngx_int_t err)
-{
-    ngx_http_conductor_usage_t  *u;
-
-    u = &ctx->final;
-
-    if (err != NGX_ERROR) {
-        node->requests++;
-
-        if (err == NGX_DECLINED) {
-            node->responses++;
-            node->ttfb_sum += ctx->ttfb;
-
-        } else {
-            node->errors[err]++;
-        }
-    }
-
-    if (!u->found) {
-        return;
-    }
-
-    node->prompt_tokens += u->prompt;
-    node->completion_tokens += u->completion;
-    node->cached_tokens += u->cached;
-    node->cache_creation_tokens += u->cache_creation;
-    node->reasoning_tokens += u->reasoning;
-    node->cost += ctx->cost;
-
-    if (ctx->estimated) {
-        node->estimated++;
-    }
-
-    if (!ctx->priced) {
-        node->unpriced++;
-    }
+    return err == NGX_DECLINED ? NGX_HTTP_CONDUCTOR_ERR_4XX : err;
 }
 
 

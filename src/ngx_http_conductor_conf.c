@@ -28,6 +28,8 @@ static char *ngx_http_conductor_resolve(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p, ngx_str_t *host);
 static char *ngx_http_conductor_parse_key(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p);
+static char *ngx_http_conductor_parse_header(ngx_conf_t *cf,
+    ngx_http_conductor_provider_t *p, ngx_str_t *name, ngx_str_t *value);
 static char *ngx_http_conductor_parse_price(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p);
 static char *ngx_http_conductor_read_secret(ngx_conf_t *cf,
@@ -347,6 +349,15 @@ ngx_http_conductor_provider_line(ngx_conf_t *cf, ngx_command_t *dummy,
         return ngx_http_conductor_parse_price(cf, p);
     }
 
+    if (value[0].len == 6 && ngx_strncmp(value[0].data, "header", 6) == 0) {
+
+        if (cf->args->nelts != 3) {
+            goto invalid_args;
+        }
+
+        return ngx_http_conductor_parse_header(cf, p, &value[1], &value[2]);
+    }
+
     if (value[0].len == 12
         && ngx_strncmp(value[0].data, "health_check", 12) == 0)
     {
@@ -381,7 +392,7 @@ ngx_http_conductor_parse_url(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
     ngx_str_t *url)
 {
     size_t     add;
-    u_char    *last;
+    u_char    *last, *q;
     in_port_t  port;
     ngx_url_t  u;
 
@@ -427,13 +438,20 @@ ngx_http_conductor_parse_url(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_strlchr(u.uri.data, u.uri.data + u.uri.len, '?')
-        || ngx_strlchr(u.uri.data, u.uri.data + u.uri.len, '#'))
-    {
+    if (ngx_strlchr(u.uri.data, u.uri.data + u.uri.len, '#')) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid url \"%V\": no query or fragment allowed",
-                           url);
+                           "invalid url \"%V\": no fragment allowed", url);
         return NGX_CONF_ERROR;
+    }
+
+    /* a query of the provider's own (Azure's api-version) goes on every
+     * request in place of the client's, which never goes upstream */
+    q = ngx_strlchr(u.uri.data, u.uri.data + u.uri.len, '?');
+
+    if (q) {
+        p->args.data = q + 1;
+        p->args.len = u.uri.data + u.uri.len - (q + 1);
+        u.uri.len = q - u.uri.data;
     }
 
     p->url = *url;
@@ -460,6 +478,74 @@ ngx_http_conductor_parse_url(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * "header NAME VALUE": a header of the provider's own on every request to
+ * it (an organisation, a project), kept as the request lines it becomes.
+ */
+
+static char *
+ngx_http_conductor_parse_header(ngx_conf_t *cf,
+    ngx_http_conductor_provider_t *p, ngx_str_t *name, ngx_str_t *value)
+{
+    u_char      *d;
+    ngx_uint_t   i;
+
+    for (i = 0; i < name->len; i++) {
+        if (name->data[i] <= ' ' || name->data[i] == ':'
+            || name->data[i] >= 0x7f)
+        {
+            goto invalid;
+        }
+    }
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] == CR || value->data[i] == LF) {
+            goto invalid;
+        }
+    }
+
+    if (name->len == 0
+        || (name->len == 13
+            && ngx_strncasecmp(name->data, (u_char *) "authorization", 13)
+               == 0)
+        || (name->len == 9
+            && ngx_strncasecmp(name->data, (u_char *) "x-api-key", 9) == 0)
+        || (name->len == 4
+            && ngx_strncasecmp(name->data, (u_char *) "host", 4) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "header \"%V\" cannot be set: the module sends "
+                           "it itself (the key's secret goes in a key line)",
+                           name);
+        return NGX_CONF_ERROR;
+    }
+
+    d = ngx_pnalloc(cf->pool, p->headers.len + name->len + value->len + 4);
+    if (d == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p->headers.data = ngx_cpymem(d, p->headers.data, p->headers.len);
+    p->headers.data = ngx_cpymem(p->headers.data, name->data, name->len);
+    *p->headers.data++ = ':';
+    *p->headers.data++ = ' ';
+    p->headers.data = ngx_cpymem(p->headers.data, value->data, value->len);
+    *p->headers.data++ = CR;
+    *p->headers.data++ = LF;
+    p->headers.len = p->headers.data - d;
+    p->headers.data = d;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid header \"%V\": a token name and a value "
+                       "without line breaks are expected", name);
+    return NGX_CONF_ERROR;
 }
 
 
@@ -866,15 +952,18 @@ ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    if (value[1].len == 0 || value[1].len > 256) {
+    if (value[1].len == 0 || value[1].len > NGX_HTTP_CONDUCTOR_ALIAS_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid model name \"%V\"", &value[1]);
+                           "invalid model name \"%V\": 1 to %d bytes",
+                           &value[1], NGX_HTTP_CONDUCTOR_ALIAS_MAX);
         return NGX_CONF_ERROR;
     }
 
     if (ngx_http_conductor_find_model(cmcf, &value[1])) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate conductor_model \"%V\"", &value[1]);
+                           "duplicate conductor_model \"%V\" (aliases are "
+                           "matched exactly, but cannot differ in case "
+                           "only)", &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -1146,6 +1235,84 @@ invalid:
 }
 
 
+/* conductor_cooldown max=TIME disabled=TIME */
+
+char *
+ngx_http_conductor_cooldown_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_conductor_main_conf_t *cmcf = conf;
+
+    ngx_int_t    rc;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (cmcf->cooldown_max != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_http_conductor_param_msec(&value[i], "max",
+                                           &cmcf->cooldown_max);
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_conductor_param_msec(&value[i], "disabled",
+                                               &cmcf->disabled_time);
+        }
+
+        if (rc != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\": expected max=TIME "
+                               "or disabled=TIME", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (cmcf->cooldown_max == NGX_CONF_UNSET_MSEC) {
+        cmcf->cooldown_max = 15 * 60 * 1000;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* conductor_estimate completion=N */
+
+char *
+ngx_http_conductor_estimate_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_conductor_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lcf->completion_estimate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len > 11
+        && ngx_strncmp(value[1].data, "completion=", 11) == 0)
+    {
+        lcf->completion_estimate = ngx_atoi(value[1].data + 11,
+                                            value[1].len - 11);
+
+        if (lcf->completion_estimate != (ngx_uint_t) NGX_ERROR) {
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\": expected completion=N "
+                       "(tokens a request without max_tokens is assumed to "
+                       "use)", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
 /* conductor_failover 429 5xx timeout error auth | off */
 
 char *
@@ -1352,9 +1519,11 @@ ngx_http_conductor_find_model(ngx_http_conductor_main_conf_t *cmcf,
 
     m = cmcf->models.elts;
 
+    /* in any case: an alias is matched exactly, but two that differ
+     * in case only would share a slot of the alias hash */
     for (i = 0; i < cmcf->models.nelts; i++) {
         if (m[i]->name.len == name->len
-            && ngx_strncmp(m[i]->name.data, name->data, name->len) == 0)
+            && ngx_strncasecmp(m[i]->name.data, name->data, name->len) == 0)
         {
             return m[i];
         }
@@ -1400,6 +1569,7 @@ ngx_int_t
 ngx_http_conductor_init_models(ngx_conf_t *cf,
     ngx_http_conductor_main_conf_t *cmcf)
 {
+    size_t                           elt, bucket;
     ngx_uint_t                       i, j, d;
     ngx_array_t                      keys;
     ngx_hash_key_t                  *hk;
@@ -1422,6 +1592,7 @@ ngx_http_conductor_init_models(ngx_conf_t *cf,
     }
 
     m = cmcf->models.elts;
+    bucket = 64;
 
     for (i = 0; i < cmcf->models.nelts; i++) {
 
@@ -1457,9 +1628,15 @@ ngx_http_conductor_init_models(ngx_conf_t *cf,
             return NGX_ERROR;
         }
 
+        /* the hash is of the lowercased name (ngx_hash keeps names so;
+         * two aliases never differ in case only); the route compares the
+         * exact name after the lookup */
         hk->key = m[i]->name;
-        hk->key_hash = ngx_hash_key(hk->key.data, hk->key.len);
+        hk->key_hash = ngx_hash_key_lc(hk->key.data, hk->key.len);
         hk->value = m[i];
+
+        elt = sizeof(void *) + ngx_align(m[i]->name.len + 2, sizeof(void *));
+        bucket = ngx_max(bucket, elt + sizeof(void *));
     }
 
     p = cmcf->providers.elts;
@@ -1495,7 +1672,8 @@ ngx_http_conductor_init_models(ngx_conf_t *cf,
     hash.hash = &cmcf->model_hash;
     hash.key = ngx_hash_key;
     hash.max_size = 4096;
-    hash.bucket_size = ngx_align(64, ngx_cacheline_size);
+    /* room for the longest alias (NGX_HTTP_CONDUCTOR_ALIAS_MAX) */
+    hash.bucket_size = ngx_align(bucket, ngx_cacheline_size);
     hash.name = "conductor_model_hash";
     hash.pool = cf->pool;
     hash.temp_pool = NULL;

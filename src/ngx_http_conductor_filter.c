@@ -398,7 +398,10 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
     ngx_http_clear_last_modified(r);
     ngx_http_clear_etag(r);
 
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS && ctx->retry_after) {
+    if ((status == NGX_HTTP_TOO_MANY_REQUESTS
+         || status == NGX_HTTP_SERVICE_UNAVAILABLE)
+        && ctx->retry_after && ctx->attempts == 0)
+    {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return NGX_ERROR;

@@ -210,7 +210,6 @@ ngx_http_conductor_health_timer(ngx_event_t *ev)
 {
     uint64_t                        now;
     ngx_uint_t                      mine;
-    ngx_http_conductor_node_t      *node;
     ngx_http_conductor_health_t    *hc;
 
     hc = ev->data;
@@ -219,19 +218,11 @@ ngx_http_conductor_health_timer(ngx_event_t *ev)
         return;
     }
 
-    node = hc->provider->node;
     now = ngx_http_conductor_now_ms();
 
     /* the lease: the first worker past health_next checks this round */
-    ngx_http_conductor_shm_lock(hc->cmcf);
-
-    mine = (now >= node->health_next);
-
-    if (mine) {
-        node->health_next = now + hc->provider->hc_interval;
-    }
-
-    ngx_http_conductor_shm_unlock(hc->cmcf);
+    mine = ngx_http_conductor_ledger_health_lease(hc->cmcf, hc->provider,
+                                                  now);
 
     if (mine) {
         ngx_http_conductor_health_start(hc);
@@ -483,36 +474,5 @@ static void
 ngx_http_conductor_health_report(ngx_http_conductor_health_t *hc,
     ngx_uint_t ok)
 {
-    ngx_http_conductor_node_t      *node;
-    ngx_http_conductor_provider_t  *p;
-
-    p = hc->provider;
-    node = p->node;
-
-    ngx_http_conductor_shm_lock(hc->cmcf);
-
-    if (ok) {
-        node->health_fails = 0;
-        node->health_passes++;
-
-        if (node->unhealthy && node->health_passes >= p->hc_passes) {
-            node->unhealthy = 0;
-            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "conductor: provider \"%V\" is healthy again",
-                          &p->name);
-        }
-
-    } else {
-        node->health_passes = 0;
-        node->health_fails++;
-
-        if (!node->unhealthy && node->health_fails >= p->hc_fails) {
-            node->unhealthy = 1;
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "conductor: provider \"%V\" is unhealthy",
-                          &p->name);
-        }
-    }
-
-    ngx_http_conductor_shm_unlock(hc->cmcf);
+    ngx_http_conductor_ledger_health(hc->cmcf, hc->provider, ok);
 }

@@ -19,16 +19,20 @@ static ngx_int_t ngx_http_conductor_route_body(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_read_body(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_read_members(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members, long *routing);
+static void ngx_http_conductor_remove_members(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members, uint64_t *remove);
+static ngx_int_t ngx_http_conductor_alias(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m);
+static ngx_int_t ngx_http_conductor_resolve(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf);
 static ngx_int_t ngx_http_conductor_stream_options(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_object_t *obj,
     ngx_http_conductor_json_member_t *members);
-static ngx_int_t ngx_http_conductor_enqueue(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf);
-static void ngx_http_conductor_queue_handler(ngx_event_t *ev);
-static void ngx_http_conductor_queue_cleanup(void *data);
-static void ngx_http_conductor_dequeue(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx);
-static ngx_int_t ngx_http_conductor_no_room(ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_routing(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m);
 static ngx_int_t ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx,
@@ -181,17 +185,10 @@ static ngx_int_t
 ngx_http_conductor_route_body(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx)
 {
-    long                               i, last, routing;
-    int64_t                            max_tokens;
-    u_char                            *alias;
+    long                               routing;
     ngx_int_t                          rc;
     ngx_uint_t                         n;
-    ngx_uint_t                         key;
-    const u_char                      *from, *to;
-    ngx_http_conductor_cand_t         *cand;
-    ngx_http_conductor_model_t        *m;
     ngx_http_conductor_loc_conf_t     *lcf;
-    ngx_http_conductor_main_conf_t    *cmcf;
     ngx_http_conductor_json_object_t   obj;
     ngx_http_conductor_json_member_t   members[NGX_HTTP_CONDUCTOR_MAX_MEMBERS];
 
@@ -226,12 +223,89 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    /* every "model" is rewritten; the last one is what JSON parsers take */
-    last = -1;
-    routing = -1;
-    max_tokens = 0;
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    for (i = 0; i < (long) obj.n; i++) {
+    rc = ngx_http_conductor_read_members(r, ctx, lcf, &obj, members,
+                                         &routing);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_conductor_resolve(r, ctx, lcf);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->stream
+        && (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_CHAT
+            || ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_COMPLETIONS))
+    {
+        rc = ngx_http_conductor_stream_options(r, ctx, &obj, members);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    n = ctx->ncands < NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS
+        ? ctx->ncands : NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS;
+    ctx->max_attempts = ngx_min(n, (ngx_uint_t) lcf->retries + 1);
+
+    if (routing != -1 && lcf->allow_override) {
+        rc = ngx_http_conductor_routing(r, ctx, &members[routing]);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    rc = ngx_http_conductor_attempt(r, ctx);
+
+    if (rc == NGX_DECLINED) {
+        if (lcf->queue_timeout && ngx_http_conductor_enqueue(r, ctx, lcf)
+                                  == NGX_OK)
+        {
+            return NGX_DONE;
+        }
+
+        return ngx_http_conductor_refuse(ctx);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The top-level members the gateway reads: every "model" (all are
+ * rewritten; the last is what JSON parsers take), "routing" (taken out,
+ * honoured or not), "stream", and the caps on output tokens that make the
+ * request's token estimate.
+ */
+
+static ngx_int_t
+ngx_http_conductor_read_members(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members, long *routing)
+{
+    long        i, last;
+    int64_t     max_tokens;
+    ngx_uint_t  nmodels, nremove;
+    uint64_t    models[NGX_HTTP_CONDUCTOR_MAX_MEMBERS / 64];
+    uint64_t    remove[NGX_HTTP_CONDUCTOR_MAX_MEMBERS / 64];
+
+    ngx_memzero(models, sizeof(models));
+    ngx_memzero(remove, sizeof(remove));
+
+    last = -1;
+    *routing = -1;
+    max_tokens = -1;
+    nmodels = 0;
+    nremove = 0;
+
+    for (i = 0; i < (long) obj->n; i++) {
 
         /* most members are none of ours: their first byte says so */
         switch (members[i].key_len ? members[i].key[0] : 0) {
@@ -248,32 +322,16 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
                 return NGX_HTTP_BAD_REQUEST;
             }
 
-            if (ctx->nmodel_spans == NGX_HTTP_CONDUCTOR_MAX_MODEL_SPANS) {
-                ctx->error = "\"model\" is given too many times";
-                return NGX_HTTP_BAD_REQUEST;
-            }
-
-            ctx->model_spans[ctx->nmodel_spans].data =
-                                                   (u_char *) members[i].value;
-            ctx->model_spans[ctx->nmodel_spans].len = members[i].value_len;
-            ctx->nmodel_spans++;
+            models[i / 64] |= (uint64_t) 1 << (i % 64);
+            nmodels++;
             last = i;
             continue;
         }
 
         if (ngx_http_conductor_json_key_is(&members[i], "routing")) {
-
-            /* never sent upstream, whether or not it is honoured */
-            ngx_http_conductor_json_member_removal(&obj, members, i,
-                                                   &from, &to);
-
-            if (ngx_http_conductor_add_edit(ctx, from, to, NULL, 0) != NGX_OK)
-            {
-                ctx->error = "the request body has too many \"routing\"";
-                return NGX_HTTP_BAD_REQUEST;
-            }
-
-            routing = i;
+            remove[i / 64] |= (uint64_t) 1 << (i % 64);
+            nremove++;
+            *routing = i;
             continue;
         }
 
@@ -296,7 +354,13 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
     }
 
     /* what the request may use: four bytes a token in, at most max_tokens
-     * out; the LOG phase puts the real usage in its place */
+     * out, else what conductor_estimate assumes (embeddings answer none);
+     * the LOG phase puts the real usage in its place */
+    if (max_tokens < 0) {
+        max_tokens = (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_EMBEDDINGS)
+                     ? 0 : (int64_t) lcf->completion_estimate;
+    }
+
     ctx->estimate = (ctx->body_len + 3) / 4
                     + (uint64_t) ngx_min(max_tokens, (int64_t) 1000000000);
 
@@ -305,28 +369,144 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    alias = ngx_pnalloc(r->pool, members[last].value_len);
+    ctx->model_spans = ngx_palloc(r->pool, nmodels * sizeof(ngx_str_t));
+
+    /* one edit per run of removed members, one for stream_options */
+    ctx->edits = ngx_palloc(r->pool, (nremove + 1)
+                                     * sizeof(ngx_http_conductor_json_edit_t));
+
+    if (ctx->model_spans == NULL || ctx->edits == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->edits_max = nremove + 1;
+
+    for (i = 0; i < (long) obj->n; i++) {
+        if (models[i / 64] & ((uint64_t) 1 << (i % 64))) {
+            ctx->model_spans[ctx->nmodel_spans].data =
+                                                   (u_char *) members[i].value;
+            ctx->model_spans[ctx->nmodel_spans].len = members[i].value_len;
+            ctx->nmodel_spans++;
+        }
+    }
+
+    if (nremove) {
+        ngx_http_conductor_remove_members(ctx, obj, members, remove);
+    }
+
+    return ngx_http_conductor_alias(r, ctx, &members[last]);
+}
+
+
+/*
+ * Members taken out of the body, as one edit per run of neighbours: a run
+ * with a member after it goes with its commas up to that member's key; a
+ * run that ends the object goes from the end of the value before it.  So
+ * no comma is left dangling whichever members go.
+ */
+
+static void
+ngx_http_conductor_remove_members(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members, uint64_t *remove)
+{
+    size_t                           i, a, n;
+    ngx_http_conductor_json_edit_t  *e;
+
+    n = obj->n;
+
+    for (i = 0; i < n; /* void */ ) {
+
+        if (!(remove[i / 64] & ((uint64_t) 1 << (i % 64)))) {
+            i++;
+            continue;
+        }
+
+        for (a = i; i < n && (remove[i / 64] & ((uint64_t) 1 << (i % 64)));
+             i++)
+        {
+            /* void */
+        }
+
+        e = &ctx->edits[ctx->nedits++];
+        e->data = NULL;
+        e->len = 0;
+
+        if (i < n) {
+            e->from = members[a].start;
+            e->to = members[i].start;
+
+        } else if (a > 0) {
+            e->from = members[a - 1].value + members[a - 1].value_len;
+            e->to = members[n - 1].value + members[n - 1].value_len;
+
+        } else {
+            /* every member: "{}" stays */
+            e->from = obj->open + 1;
+            e->to = obj->close;
+        }
+    }
+}
+
+
+/* the alias the client asked for, as a string of its own */
+
+static ngx_int_t
+ngx_http_conductor_alias(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_json_member_t *m)
+{
+    long     n;
+    u_char  *alias;
+
+    alias = ngx_pnalloc(r->pool, m->value_len);
     if (alias == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    i = ngx_http_conductor_json_string_decode(members[last].value,
-                                              members[last].value_len,
-                                              alias, members[last].value_len);
-    if (i <= 0) {
+    n = ngx_http_conductor_json_string_decode(m->value, m->value_len, alias,
+                                              m->value_len);
+    if (n <= 0) {
         ctx->error = "\"model\" must be a non-empty string";
         return NGX_HTTP_BAD_REQUEST;
     }
 
     ctx->alias.data = alias;
-    ctx->alias.len = i;
+    ctx->alias.len = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The alias's candidates for the endpoint's dialect: matched exactly as
+ * configured; an unknown name goes through unchanged (as Conductor does)
+ * or is refused (conductor_unknown_models reject).
+ */
+
+static ngx_int_t
+ngx_http_conductor_resolve(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf)
+{
+    ngx_uint_t                       key;
+    ngx_http_conductor_model_t      *m;
+    ngx_http_conductor_main_conf_t  *cmcf;
+    u_char                           lc[NGX_HTTP_CONDUCTOR_ALIAS_MAX];
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    key = ngx_hash_key(ctx->alias.data, ctx->alias.len);
-    m = ngx_hash_find(&cmcf->model_hash, key, ctx->alias.data,
-                      ctx->alias.len);
+    m = NULL;
+
+    if (ctx->alias.len <= NGX_HTTP_CONDUCTOR_ALIAS_MAX) {
+        /* the hash holds lowercased names; the alias must match exactly */
+        key = ngx_hash_strlow(lc, ctx->alias.data, ctx->alias.len);
+        m = ngx_hash_find(&cmcf->model_hash, key, lc, ctx->alias.len);
+
+        if (m && ngx_strncmp(m->name.data, ctx->alias.data, ctx->alias.len)
+                 != 0)
+        {
+            m = NULL;
+        }
+    }
 
     if (m == NULL) {
         if (lcf->unknown_reject) {
@@ -335,7 +515,6 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
             return NGX_HTTP_NOT_FOUND;
         }
 
-        /* as Conductor does: an unknown name goes through unchanged */
         m = &cmcf->passthrough[ctx->dialect];
     }
 
@@ -349,225 +528,7 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         return NGX_HTTP_NOT_FOUND;
     }
 
-    if (ctx->stream
-        && (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_CHAT
-            || ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_COMPLETIONS))
-    {
-        rc = ngx_http_conductor_stream_options(r, ctx, &obj, members);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
-
-    n = ctx->ncands < NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS
-        ? ctx->ncands : NGX_HTTP_CONDUCTOR_MAX_ATTEMPTS;
-    ctx->max_attempts = ngx_min(n, (ngx_uint_t) lcf->retries + 1);
-
-    if (routing != -1 && lcf->allow_override) {
-        rc = ngx_http_conductor_routing(r, ctx, &members[routing]);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        if (ctx->only) {
-            for (n = 0; n < ctx->ncands; n++) {
-                if (ctx->cands[n].provider == ctx->only) {
-                    break;
-                }
-            }
-
-            if (n == ctx->ncands) {
-                ctx->error = "\"routing.provider\" does not serve this model "
-                             "for this API";
-                return NGX_HTTP_BAD_REQUEST;
-            }
-        }
-    }
-
-    cand = ngx_http_conductor_pick(r, ctx);
-
-    if (cand == NULL) {
-        if (lcf->queue_timeout && ngx_http_conductor_enqueue(r, ctx, lcf)
-                                  == NGX_OK)
-        {
-            return NGX_DONE;
-        }
-
-        return ngx_http_conductor_no_room(ctx);
-    }
-
-    if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_DECLINED;
-}
-
-
-/*
- * No key has room: the request waits (conductor_queue) and looks again
- * when the earliest one frees up, at most until its timeout; the queue is
- * bounded across all workers.  A client that goes away leaves the queue.
- */
-
-static ngx_int_t
-ngx_http_conductor_enqueue(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf)
-{
-    ngx_msec_t                       wait;
-    ngx_pool_cleanup_t              *cln;
-    ngx_http_conductor_main_conf_t  *cmcf;
-
-    if (ctx->retry_after == (ngx_msec_t) -1
-        || ctx->retry_after > lcf->queue_timeout)
-    {
-        /* no key can take it in time: no point in waiting */
-        return NGX_DECLINED;
-    }
-
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_conductor_shm_lock(cmcf);
-
-    if (cmcf->sh->queued >= lcf->queue_max) {
-        ngx_http_conductor_shm_unlock(cmcf);
-        return NGX_DECLINED;
-    }
-
-    cmcf->sh->queued++;
-
-    ngx_http_conductor_shm_unlock(cmcf);
-
-    ctx->queued = 1;
-    ctx->queue_deadline = ngx_current_msec + lcf->queue_timeout;
-
-    cln->handler = ngx_http_conductor_queue_cleanup;
-    cln->data = ctx;
-
-    ctx->queue_ev.handler = ngx_http_conductor_queue_handler;
-    ctx->queue_ev.data = r;
-    ctx->queue_ev.log = r->connection->log;
-
-    wait = ngx_max(ngx_min(ctx->retry_after, 500), 10);
-    ngx_add_timer(&ctx->queue_ev, wait);
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "conductor: queued, next look in %M ms", wait);
-
     return NGX_OK;
-}
-
-
-static void
-ngx_http_conductor_queue_handler(ngx_event_t *ev)
-{
-    ngx_msec_t                 wait, left;
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_conductor_ctx_t  *ctx;
-    ngx_http_conductor_cand_t *cand;
-
-    r = ev->data;
-    c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
-
-    cand = ngx_http_conductor_pick(r, ctx);
-
-    if (cand == NULL && (ngx_msec_int_t) (ctx->queue_deadline
-                                          - ngx_current_msec) > 0)
-    {
-        left = ctx->queue_deadline - ngx_current_msec;
-
-        if (ctx->retry_after == (ngx_msec_t) -1 || ctx->retry_after > left) {
-            /* nothing frees up before the deadline: answer now */
-            goto done;
-        }
-
-        wait = ngx_max(ngx_min(ngx_min(ctx->retry_after, 500), left), 10);
-        ngx_add_timer(ev, wait);
-        return;
-    }
-
-done:
-
-    ngx_http_conductor_dequeue(r, ctx);
-
-    if (cand == NULL) {
-        ctx->status = ngx_http_conductor_no_room(ctx);
-
-    } else if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
-        ctx->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-
-    } else {
-        ctx->status = NGX_DECLINED;
-    }
-
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_core_run_phases;
-
-    ngx_http_core_run_phases(r);
-    ngx_http_run_posted_requests(c);
-}
-
-
-/*
- * 429 when a key frees up in time (Retry-After says when); 503 when none
- * ever will for this request (every key disabled or unhealthy).
- */
-
-static ngx_int_t
-ngx_http_conductor_no_room(ngx_http_conductor_ctx_t *ctx)
-{
-    if (ctx->retry_after == (ngx_msec_t) -1) {
-        ctx->retry_after = 0;
-        ctx->error = "no key can serve this model now: every key is "
-                     "disabled or its provider unhealthy";
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
-    ctx->error = "every key that serves this model is at its limit";
-    return NGX_HTTP_TOO_MANY_REQUESTS;
-}
-
-
-static void
-ngx_http_conductor_queue_cleanup(void *data)
-{
-    ngx_http_conductor_ctx_t *ctx = data;
-
-    if (ctx->queue_ev.timer_set) {
-        ngx_del_timer(&ctx->queue_ev);
-    }
-
-    ngx_http_conductor_dequeue(ctx->request, ctx);
-}
-
-
-static void
-ngx_http_conductor_dequeue(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx)
-{
-    ngx_http_conductor_main_conf_t  *cmcf;
-
-    if (!ctx->queued) {
-        return;
-    }
-
-    ctx->queued = 0;
-
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
-
-    ngx_http_conductor_shm_lock(cmcf);
-    cmcf->sh->queued--;
-    ngx_http_conductor_shm_unlock(cmcf);
 }
 
 
@@ -644,10 +605,22 @@ ngx_http_conductor_routing(ngx_http_request_t *r,
         if (ngx_http_conductor_json_key_is(&rm[i], "provider")) {
             cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
 
-            ctx->only = ngx_http_conductor_find_provider(cmcf, &name);
-
-            if (ctx->only == NULL) {
+            ctx->routing_provider = ngx_http_conductor_find_provider(cmcf,
+                                                                     &name);
+            if (ctx->routing_provider == NULL) {
                 ctx->error = "unknown \"routing.provider\"";
+                return NGX_HTTP_BAD_REQUEST;
+            }
+
+            for (k = 0; k < ctx->ncands; k++) {
+                if (ctx->cands[k].provider == ctx->routing_provider) {
+                    break;
+                }
+            }
+
+            if (k == ctx->ncands) {
+                ctx->error = "\"routing.provider\" does not serve this model "
+                             "for this API";
                 return NGX_HTTP_BAD_REQUEST;
             }
         }
@@ -828,6 +801,8 @@ done:
 }
 
 
+/* edits are kept in the order of their place in the body */
+
 static ngx_int_t
 ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx, const u_char *from,
     const u_char *to, const u_char *data, size_t len)
@@ -835,23 +810,12 @@ ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx, const u_char *from,
     ngx_uint_t                       i;
     ngx_http_conductor_json_edit_t  *e;
 
-    /* kept sorted by position; two removals that share a comma merge */
+    if (ctx->nedits == ctx->edits_max) {
+        return NGX_ERROR;
+    }
+
     for (i = ctx->nedits; i > 0 && ctx->edits[i - 1].from > from; i--) {
         /* void */
-    }
-
-    if (i > 0 && data == NULL && ctx->edits[i - 1].data == NULL
-        && ctx->edits[i - 1].to > from)
-    {
-        if (ctx->edits[i - 1].to < to) {
-            ctx->edits[i - 1].to = to;
-        }
-
-        return NGX_OK;
-    }
-
-    if (ctx->nedits == NGX_HTTP_CONDUCTOR_MAX_EDITS) {
-        return NGX_ERROR;
     }
 
     ngx_memmove(&ctx->edits[i + 1], &ctx->edits[i],
@@ -864,106 +828,6 @@ ngx_http_conductor_add_edit(ngx_http_conductor_ctx_t *ctx, const u_char *from,
     e->len = len;
 
     ctx->nedits++;
-
-    return NGX_OK;
-}
-
-
-/*
- * Makes cand the current attempt: the body with its provider's model name,
- * the provider's path, and the values of the $conductor_upstream_*
- * variables that the proxy reads when it (re)creates the request.
- */
-
-ngx_int_t
-ngx_http_conductor_set_candidate(ngx_http_request_t *r,
-    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *cand)
-{
-    u_char                          *p;
-    size_t                           len;
-    ngx_buf_t                       *b;
-    ngx_str_t                       *path;
-    ngx_uint_t                       i, j, k, n;
-    ngx_chain_t                     *cl;
-    ngx_http_conductor_json_edit_t   edits[NGX_HTTP_CONDUCTOR_MAX_SPLICE];
-
-    ctx->cand = cand;
-
-    /* merge the shared edits with this candidate's model replacements */
-    n = 0;
-    j = 0;
-    k = cand->model.len ? ctx->nmodel_spans : 0;
-
-    for (i = 0; i < ctx->nedits || j < k; /* void */ ) {
-
-        if (j < k && (i == ctx->nedits
-                      || ctx->model_spans[j].data < ctx->edits[i].from))
-        {
-            edits[n].from = ctx->model_spans[j].data;
-            edits[n].to = ctx->model_spans[j].data + ctx->model_spans[j].len;
-            edits[n].data = cand->model_json.data;
-            edits[n].len = cand->model_json.len;
-            n++;
-            j++;
-            continue;
-        }
-
-        edits[n++] = ctx->edits[i++];
-    }
-
-    if (n) {
-        len = ngx_http_conductor_json_splice(ctx->body, ctx->body_len, edits,
-                                             n, NULL);
-
-        b = ngx_create_temp_buf(r->pool, len ? len : 1);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->last = b->pos + ngx_http_conductor_json_splice(ctx->body,
-                                                          ctx->body_len,
-                                                          edits, n, b->pos);
-        b->last_buf = 1;
-
-        cl = ngx_alloc_chain_link(r->pool);
-        if (cl == NULL) {
-            return NGX_ERROR;
-        }
-
-        cl->buf = b;
-        cl->next = NULL;
-
-        r->request_body->bufs = cl;
-
-        /* a stale length would turn the rest into a second request */
-        r->headers_in.content_length_n = len;
-
-        if (r->headers_in.content_length) {
-            p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            r->headers_in.content_length->value.data = p;
-            r->headers_in.content_length->value.len =
-                                          ngx_sprintf(p, "%O", len) - p;
-        }
-    }
-
-    path = &ngx_http_conductor_endpoint_paths[ctx->endpoint];
-
-    len = cand->provider->prefix.len + path->len;
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    r->uri.data = p;
-    p = ngx_cpymem(p, cand->provider->prefix.data, cand->provider->prefix.len);
-    ngx_memcpy(p, path->data, path->len);
-    r->uri.len = len;
-    r->valid_unparsed_uri = 0;
 
     return NGX_OK;
 }

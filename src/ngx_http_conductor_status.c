@@ -95,6 +95,7 @@ typedef struct {
 typedef struct {
     const char                       *label;     /* NULL: none */
     uint64_t                          value;
+    ngx_http_conductor_money_t        money;     /* unit U_PICO */
     ngx_uint_t                        unit;
 } ngx_http_conductor_status_value_t;
 
@@ -784,7 +785,7 @@ ngx_http_conductor_status_add(ngx_http_conductor_node_t *sum,
     sum->cached_tokens += n->cached_tokens;
     sum->cache_creation_tokens += n->cache_creation_tokens;
     sum->reasoning_tokens += n->reasoning_tokens;
-    sum->cost += n->cost;
+    sum->cost = ngx_http_conductor_money_add(sum->cost, n->cost);
     sum->estimated += n->estimated;
     sum->unpriced += n->unpriced;
 }
@@ -989,7 +990,7 @@ ngx_http_conductor_status_json_totals(json_t *obj,
                                     ngx_http_conductor_status_error_names,
                                     n->errors, NGX_HTTP_CONDUCTOR_NERRORS),
                       "tokens", tokens,
-                      "cost_usd", (double) n->cost / 1e12,
+                      "cost_usd", ngx_http_conductor_money_to_double(n->cost),
                       "estimated", (json_int_t) n->estimated,
                       "unpriced", (json_int_t) n->unpriced))
         != 0)
@@ -1293,7 +1294,7 @@ ngx_http_conductor_status_sample(ngx_http_conductor_status_out_t *out,
 
     case NGX_HTTP_CONDUCTOR_U_PICO:
         p = ngx_http_conductor_cpy(p, "} ");
-        p = ngx_http_conductor_format_cost(p, v->value);
+        p = ngx_http_conductor_money_format(p, v->money);
         *p++ = '\n';
         break;
 
@@ -1458,7 +1459,7 @@ ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
         return NGX_HTTP_CONDUCTOR_STATUS_NTOKENS;
 
     case NGX_HTTP_CONDUCTOR_M_COST:
-        v[0].value = node->cost;
+        v[0].money = node->cost;
         v[0].unit = NGX_HTTP_CONDUCTOR_U_PICO;
         return 1;
 

@@ -279,7 +279,7 @@ ngx_http_conductor_usage_variable(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        v->len = ngx_http_conductor_format_cost(p, ctx->cost) - p;
+        v->len = ngx_http_conductor_money_format(p, ctx->cost) - p;
         goto done;
 
     default: /* NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE */

@@ -65,7 +65,7 @@ is $r->{port}, $env->{TEST_NGINX_MOCK_PORT}, 'reached the first provider';
 is $r->{body}, q{{ "temperature" : 0.7, "model":"llama3.1-8b" ,"messages":[{"role":"user","content":"h\u00e9llo \"model\": \"fast\""}],"max_tokens":12345678901234567890123}},
    'only the model value changed';
 is $r->{headers}{'content-length'}, length($r->{body}), 'Content-Length fixed';
-is $r->{url}, '/v1/chat/completions?trace=1', 'provider path, args kept';
+is $r->{url}, '/v1/chat/completions', 'provider path; the client query string is not forwarded';
 is $r->{headers}{authorization}, 'Bearer cerebras-secret-1', 'provider key';
 ok !exists $r->{headers}{'x-api-key'}, 'no client x-api-key';
 ok !exists $r->{headers}{'api-key'}, 'no client api-key';

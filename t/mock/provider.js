@@ -11,6 +11,10 @@
 //   key k429 "k429;status=429;retry_after=3";
 // Control endpoints (any port): GET /__mock/requests, DELETE /__mock/requests,
 // POST /__mock/release. See the token list in BEHAVIOUR below.
+// GET /__mock/requests lists what was received, in order: { seq, time, port,
+// method, url (path and query as sent), headers (lower-case names, repeats
+// joined by node), raw_headers ([name, value] per header line, as sent), body,
+// json, key }.
 'use strict';
 
 const http = require('node:http');
@@ -66,6 +70,16 @@ function die(msg) {
 // Rate-limit headers: retry_after, retry_after_ms, reset_requests,
 //   reset_tokens, remaining_requests, remaining_tokens, limit_requests,
 //   limit_tokens (x-ratelimit-*), an_reset=S (anthropic-ratelimit-*-reset)
+// Raw rate-limit headers: the value is sent exactly as written (after the
+// '=', up to the next ';', outer blanks trimmed), never parsed or computed,
+// so hostile values reach the gateway as they are (choose values without ';'):
+//   raw_retry_after=V     Retry-After: V   ("1000000000000", "-5", an HTTP-date)
+//   raw_retry_after_ms=V  retry-after-ms: V
+//   raw_reset_requests=V  x-ratelimit-reset-requests: V   ("999999h")
+//   raw_reset_tokens=V    x-ratelimit-reset-tokens: V
+//   raw_an_reset=V        anthropic-ratelimit-requests-reset: V and
+//                         anthropic-ratelimit-tokens-reset: V ("9999-12-31T23:59:59Z")
+//   A raw_* token replaces the header its computed counterpart would send.
 // Timing and framing:
 //   ttfb=MS          wait before the answer's head
 //   chunk=N|random   write the body in N-byte (or random 1..64-byte) pieces
@@ -100,6 +114,7 @@ const VALUED = new Set([
     'status', 'fail_first', 'retry_after', 'retry_after_ms',
     'reset_requests', 'reset_tokens', 'remaining_requests', 'remaining_tokens',
     'limit_requests', 'limit_tokens', 'an_reset',
+    'raw_retry_after', 'raw_retry_after_ms', 'raw_reset_requests', 'raw_reset_tokens', 'raw_an_reset',
     'ttfb', 'chunk', 'chunk_delay',
     'prompt_tokens', 'completion_tokens', 'cached_tokens', 'reasoning_tokens',
     'cache_creation', 'usage', 'big', 'stall_mid',
@@ -620,6 +635,15 @@ function rateLimitHeaders(b) {
         h['anthropic-ratelimit-requests-reset'] = at;
         h['anthropic-ratelimit-tokens-reset'] = at;
     }
+    // raw_*: the string as written, after the computed ones (they win)
+    if (b.raw_retry_after !== undefined) h['retry-after'] = b.raw_retry_after;
+    if (b.raw_retry_after_ms !== undefined) h['retry-after-ms'] = b.raw_retry_after_ms;
+    if (b.raw_reset_requests !== undefined) h['x-ratelimit-reset-requests'] = b.raw_reset_requests;
+    if (b.raw_reset_tokens !== undefined) h['x-ratelimit-reset-tokens'] = b.raw_reset_tokens;
+    if (b.raw_an_reset !== undefined) {
+        h['anthropic-ratelimit-requests-reset'] = b.raw_an_reset;
+        h['anthropic-ratelimit-tokens-reset'] = b.raw_an_reset;
+    }
     return h;
 }
 
@@ -830,6 +854,12 @@ function control(req, res, path) {
     return sendJson(res, 404, { error: `unknown control endpoint ${req.method} ${path}` });
 }
 
+function rawHeaderPairs(raw) {
+    const pairs = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i], raw[i + 1]]);
+    return pairs;
+}
+
 function handler(port) {
     return (req, res) => {
         const parts = [];
@@ -847,6 +877,9 @@ function handler(port) {
             requests.push({
                 seq: ++seq, time: Date.now() / 1000, port, method: req.method, url: req.url,
                 headers: req.headers, body, json, key,
+                // every header line as received, name case kept, repeats
+                // not joined: [[name, value], ...]
+                raw_headers: rawHeaderPairs(req.rawHeaders),
             });
             const ctx = {
                 port, path, headers: req.headers, key, model,

@@ -242,6 +242,23 @@ sub mock_release  { return _mock_call(POST => '/__mock/release')->{released} }
 
 # ---------------------------------------------------------------- nginx
 
+# Started as root, nginx runs its workers as "nobody" (the user it was built
+# with), who may not be able to enter the checkout: under a 0700 home every
+# request body buffered to client_body_temp fails with a 500. So as root the
+# workers run as the real user of this process (root itself, unless perl
+# runs set-uid) and that user's primary group. Workers as root write only
+# where the generated configuration says: temp paths, logs and pid are all
+# under the servroot (nginx's built-in error log is stderr). A block's own
+# `user` line in main_config wins. Not root: nothing (nginx would only warn).
+sub _user_directive {
+    return () unless $> == 0;
+    my ($name, $gid) = (getpwuid $<)[0, 3];
+    ($name, $gid) = (getpwuid 0)[0, 3] unless defined $name;
+    return () unless defined $name;
+    my $group = getgrgid $gid;
+    return defined $group ? "user $name $group;" : "user $name;";
+}
+
 sub _nginx_conf {
     my (%o) = @_;
     my $main = $o{main_config} // '';
@@ -262,6 +279,7 @@ sub _nginx_conf {
         push @top, 'master_process on;' unless $main =~ /^\s*master_process\b/m;
     }
     push @top, 'worker_processes 1;' unless $main =~ /^\s*worker_processes\b/m;
+    push @top, _user_directive() unless $main =~ /^\s*user\b/m;
     push @top, 'error_log logs/error.log debug;', 'pid logs/nginx.pid;';
 
     my $http   = $o{http_config} // '';
@@ -1410,9 +1428,12 @@ the name as usual: C<--- response_body chomp>, C<--- error_log eval>.
 =item main_config, http_config, config
 
 Top level, inside C<http{}> before the server, inside the C<server{}>. A
-C<worker_processes>, C<daemon> or C<master_process> line in main_config
-replaces the generated one (under valgrind, daemon / master_process lines are
-dropped and forced off).
+C<worker_processes>, C<daemon>, C<master_process> or C<user> line in
+main_config replaces the generated one (under valgrind, daemon /
+master_process lines are dropped and forced off). When the tests run as
+root, the generated C<user> line runs the workers as the real user (root)
+and that user's group rather than nginx's built-in C<nobody>, who may not
+be able to enter the checkout (a clone under a 0700 home).
 
 =item no_module
 

@@ -1,0 +1,958 @@
+
+/*
+ * The ledger: every counter of the shared zone and every rule that changes
+ * one.  A request's attempt is reserved here (in flight, requests, the
+ * estimated tokens), a failed attempt is settled here (released, its
+ * estimate given back, its error counted, and the cooldown, backoff,
+ * breaker or disable it calls for), and the answer is committed here in
+ * the LOG phase (released, the estimate reconciled with the real usage,
+ * the totals added).  In flight goes up in ngx_http_conductor_ledger_pick()
+ * and down in ngx_http_conductor_ledger_release(), nowhere else.
+ *
+ * Every hold a worker takes (in flight, queue places) is also counted in
+ * the worker's slot, found by its pid: a worker that dies holding some
+ * (SIGKILL, OOM) has them reclaimed when a worker starts, and an old
+ * worker still finishing its requests after a reload keeps its own.
+ */
+
+
+#include "ngx_http_conductor.h"
+
+
+#define NGX_HTTP_CONDUCTOR_NEVER     ((ngx_msec_t) -1)
+#define NGX_HTTP_CONDUCTOR_POLL      50     /* ms: room freed by others */
+
+
+static ngx_int_t ngx_http_conductor_ledger_slot_get(
+    ngx_http_conductor_shctx_t *sh);
+static void ngx_http_conductor_ledger_reclaim(ngx_http_conductor_shctx_t *sh,
+    ngx_uint_t slot, ngx_log_t *log);
+static ngx_msec_t ngx_http_conductor_ledger_wait(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, uint64_t now_ms, time_t now,
+    ngx_uint_t *why);
+static void ngx_http_conductor_ledger_reserve(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, uint64_t now_ms, time_t now);
+static void ngx_http_conductor_ledger_release(ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_ledger_settle(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, ngx_http_conductor_outcome_t *o,
+    uint64_t now_ms);
+static void ngx_http_conductor_ledger_breaker(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_node_t *node,
+    uint64_t now_ms);
+static void ngx_http_conductor_ledger_pass(ngx_http_conductor_node_t *key,
+    ngx_http_conductor_node_t *provider);
+static void ngx_http_conductor_ledger_refund(ngx_http_conductor_ctx_t *ctx,
+    uint64_t used);
+static void ngx_http_conductor_ledger_totals(ngx_http_conductor_node_t *node,
+    ngx_http_conductor_ctx_t *ctx, ngx_int_t err);
+
+
+/* this process's slot in the zone, -1: none (too many processes) */
+static ngx_int_t  ngx_http_conductor_slot = -1;
+
+
+/*
+ * A starting worker reclaims what dead workers held, then takes a slot of
+ * its own.  Slots are told apart by pid, never by the worker's number: in
+ * a reload, old workers with the same numbers still hold requests.
+ */
+
+ngx_int_t
+ngx_http_conductor_ledger_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                       i;
+    ngx_http_conductor_shctx_t      *sh;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_conductor_module);
+
+    if (cmcf == NULL || cmcf->sh == NULL) {
+        return NGX_OK;
+    }
+
+    sh = cmcf->sh;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_SLOTS; i++) {
+
+        if (sh->slots[i].pid == 0 || sh->slots[i].pid == ngx_pid) {
+            continue;
+        }
+
+        if (kill(sh->slots[i].pid, 0) == -1 && ngx_errno == NGX_ESRCH) {
+            ngx_http_conductor_ledger_reclaim(sh, i, cycle->log);
+        }
+    }
+
+    ngx_http_conductor_slot = ngx_http_conductor_ledger_slot_get(sh);
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    if (ngx_http_conductor_slot == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "conductor: more than %d processes use the zone: "
+                      "what this one holds cannot be reclaimed if it dies",
+                      NGX_HTTP_CONDUCTOR_SLOTS);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a worker that exits gives back what it still holds (its slot too) */
+
+void
+ngx_http_conductor_ledger_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_conductor_module);
+
+    if (cmcf == NULL || cmcf->sh == NULL || ngx_http_conductor_slot < 0) {
+        return;
+    }
+
+    ngx_http_conductor_shm_lock(cmcf);
+    ngx_http_conductor_ledger_reclaim(cmcf->sh, ngx_http_conductor_slot,
+                                      NULL);
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    ngx_http_conductor_slot = -1;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_ledger_slot_get(ngx_http_conductor_shctx_t *sh)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_SLOTS; i++) {
+        if (sh->slots[i].pid == ngx_pid) {
+            return i;
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_SLOTS; i++) {
+        if (sh->slots[i].pid == 0) {
+            sh->slots[i].pid = ngx_pid;
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_conductor_ledger_reclaim(ngx_http_conductor_shctx_t *sh,
+    ngx_uint_t slot, ngx_log_t *log)
+{
+    ngx_uint_t                  inflight;
+    ngx_rbtree_node_t          *node, *root, *sentinel;
+    ngx_http_conductor_node_t  *cn;
+
+    inflight = 0;
+
+    root = sh->rbtree.root;
+    sentinel = sh->rbtree.sentinel;
+
+    if (root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node;
+             node = ngx_rbtree_next(&sh->rbtree, node))
+        {
+            cn = (ngx_http_conductor_node_t *) node;
+
+            if (cn->held[slot] == 0) {
+                continue;
+            }
+
+            inflight += cn->held[slot];
+            cn->inflight -= ngx_min(cn->inflight, cn->held[slot]);
+            cn->held[slot] = 0;
+        }
+    }
+
+    sh->queued -= ngx_min(sh->queued, sh->slots[slot].queued);
+
+    if (log && (inflight || sh->slots[slot].queued)) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "conductor: worker %P is gone: %ui requests in flight "
+                      "and %ui queue places it held are reclaimed",
+                      sh->slots[slot].pid, inflight, sh->slots[slot].queued);
+    }
+
+    sh->slots[slot].queued = 0;
+    sh->slots[slot].pid = 0;
+}
+
+
+/*
+ * The attempt's pick: under one lock, the lowest priority tier that still
+ * has a candidate with room, the strategy inside it, and the reservation,
+ * so that N concurrent requests in any worker cannot all pass a limit that
+ * has room for one.  Also notes whether another candidate would have room
+ * (the balancer's last try) and, when none has, when and why not.
+ */
+
+ngx_http_conductor_cand_t *
+ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    time_t                           now;
+    uint64_t                         now_ms;
+    ngx_uint_t                       i, n, tier, found, why, more;
+    ngx_msec_t                       wait, limit_wait, fail_wait;
+    ngx_http_conductor_cand_t       *c, *pick;
+    ngx_http_conductor_main_conf_t  *cmcf;
+    ngx_http_conductor_cand_t       *el[NGX_HTTP_CONDUCTOR_MAX_CANDS];
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    now = ngx_time();
+    now_ms = ngx_http_conductor_now_ms();
+
+    found = 0;
+    more = 0;
+    tier = 0;
+    n = 0;
+    limit_wait = NGX_HTTP_CONDUCTOR_NEVER;
+    fail_wait = NGX_HTTP_CONDUCTOR_NEVER;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    for (i = 0; i < ctx->ncands; i++) {
+        c = &ctx->cands[i];
+
+        wait = ngx_http_conductor_ledger_wait(cmcf, ctx, c, now_ms, now,
+                                              &why);
+
+        if (wait) {
+            if (why == NGX_HTTP_CONDUCTOR_WAIT_LIMIT) {
+                limit_wait = ngx_min(limit_wait, wait);
+
+            } else if (why == NGX_HTTP_CONDUCTOR_WAIT_FAILING) {
+                fail_wait = ngx_min(fail_wait, wait);
+            }
+
+            continue;
+        }
+
+        if (found && c->priority != tier) {
+            /* a lower tier only tells that a retry would have room */
+            more = 1;
+            break;
+        }
+
+        found = 1;
+        tier = c->priority;
+        el[n++] = c;
+    }
+
+    if (n == 0) {
+        ngx_http_conductor_shm_unlock(cmcf);
+
+        /* a key at its limit frees up: 429; only failing providers or
+         * disabled keys: 503; Retry-After and the queue use the wait */
+        if (limit_wait != NGX_HTTP_CONDUCTOR_NEVER) {
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
+            ctx->retry_after = limit_wait;
+
+        } else {
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_FAILING;
+            ctx->retry_after = fail_wait;
+        }
+
+        return NULL;
+    }
+
+    pick = ngx_http_conductor_choose(ctx, el, n);
+
+    ngx_http_conductor_ledger_reserve(cmcf, ctx, pick, now_ms, now);
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    ctx->more = (more || n > 1);
+
+    return pick;
+}
+
+
+/*
+ * 0 when the candidate can take the request now, else the time in ms
+ * until it might (NEVER: not for this request), and why it waits.
+ */
+
+static ngx_msec_t
+ngx_http_conductor_ledger_wait(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c,
+    uint64_t now_ms, time_t now, ngx_uint_t *why)
+{
+    uint64_t                    need, until, w;
+    ngx_uint_t                  i;
+    ngx_msec_t                  wait;
+    ngx_http_conductor_key_t   *key;
+    ngx_http_conductor_node_t  *kn, *pn;
+
+    *why = NGX_HTTP_CONDUCTOR_WAIT_NEVER;
+
+    if (ctx->tried[c->index / 64] & ((uint64_t) 1 << (c->index % 64))) {
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    if (ctx->routing_provider && c->provider != ctx->routing_provider) {
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    key = c->key;
+    kn = key->node;
+    pn = c->provider->node;
+
+    if (kn->disabled && now_ms < kn->disabled + cmcf->disabled_time) {
+        /* 401/403: probed again once disabled= has passed */
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    *why = NGX_HTTP_CONDUCTOR_WAIT_FAILING;
+
+    if (pn->unhealthy) {
+        return ngx_max(pn->health_next, now_ms + 1) - now_ms;
+    }
+
+    if (kn->breaker != NGX_HTTP_CONDUCTOR_CLOSED
+        || pn->breaker != NGX_HTTP_CONDUCTOR_CLOSED)
+    {
+        until = kn->breaker ? kn->cooldown_until : 0;
+
+        if (pn->breaker && pn->cooldown_until > until) {
+            until = pn->cooldown_until;
+        }
+
+        if (until > now_ms) {
+            return until - now_ms;
+        }
+
+        if (kn->breaker == NGX_HTTP_CONDUCTOR_HALF_OPEN
+            || pn->breaker == NGX_HTTP_CONDUCTOR_HALF_OPEN)
+        {
+            /* one probe at a time */
+            return NGX_HTTP_CONDUCTOR_POLL;
+        }
+    }
+
+    *why = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
+
+    wait = 0;
+
+    until = ngx_max(kn->cooldown_until, pn->cooldown_until);
+
+    if (until > now_ms) {
+        wait = until - now_ms;
+    }
+
+    if (key->max_inflight && kn->inflight >= key->max_inflight) {
+        wait = ngx_max(wait, NGX_HTTP_CONDUCTOR_POLL);
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+
+        if (key->limit[i] == 0) {
+            continue;
+        }
+
+        /* a token estimate is capped at the limit: a request that fits
+         * an empty key is never refused by its own estimate */
+        need = (i & 1) ? ngx_min(ctx->estimate, key->limit[i]) : 1;
+
+        w = ngx_http_conductor_window_wait(&kn->win[i],
+                                           ngx_http_conductor_periods[i],
+                                           now, key->limit[i], need);
+        wait = ngx_max(wait, ngx_min(w, NGX_HTTP_CONDUCTOR_NEVER));
+    }
+
+    return wait;
+}
+
+
+static void
+ngx_http_conductor_ledger_reserve(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c,
+    uint64_t now_ms, time_t now)
+{
+    ngx_uint_t                  i;
+    ngx_http_conductor_node_t  *node;
+
+    node = c->key->node;
+
+    if (node->breaker == NGX_HTTP_CONDUCTOR_OPEN) {
+        /* its time is over: this request is the half-open probe */
+        node->breaker = NGX_HTTP_CONDUCTOR_HALF_OPEN;
+    }
+
+    if (node->disabled) {
+        /* disabled= has passed: this request probes the key; the next
+         * probe waits as long again unless this one is answered */
+        node->disabled = now_ms;
+    }
+
+    node->inflight++;
+    node->requests++;
+
+    if (ngx_http_conductor_slot >= 0) {
+        node->held[ngx_http_conductor_slot]++;
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+        ngx_http_conductor_window_add(&node->win[i],
+                                      ngx_http_conductor_periods[i], now, 1);
+        ngx_http_conductor_window_add(&node->win[i + 1],
+                                      ngx_http_conductor_periods[i + 1], now,
+                                      ctx->estimate);
+    }
+
+    ctx->tried[c->index / 64] |= (uint64_t) 1 << (c->index % 64);
+    ctx->held = c;
+    ctx->reserved = ctx->estimate;
+    ctx->reserved_at = now;
+    ctx->attempts++;
+}
+
+
+/* the attempt's request leaves the key's in flight; called with the lock */
+
+static void
+ngx_http_conductor_ledger_release(ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_http_conductor_node_t  *node;
+
+    if (ctx->held == NULL) {
+        return;
+    }
+
+    node = ctx->held->key->node;
+
+    node->inflight -= ngx_min(node->inflight, 1);
+
+    if (ngx_http_conductor_slot >= 0 && node->held[ngx_http_conductor_slot]) {
+        node->held[ngx_http_conductor_slot]--;
+    }
+
+    ctx->held = NULL;
+}
+
+
+/*
+ * What the provider's headers say of the key (the nginx-free ratelimit
+ * parser reads them): remaining requests and tokens, and how long it is
+ * spent, every hint clamped to conductor_cooldown max=.
+ */
+
+void
+ngx_http_conductor_ledger_hints(ngx_http_request_t *r,
+    ngx_http_conductor_outcome_t *o)
+{
+    uint64_t                         now_ms;
+    ngx_uint_t                       i;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h;
+    ngx_http_conductor_ratelimit_t   rl;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    ngx_http_conductor_ratelimit_init(&rl);
+
+    o->cooldown = 0;
+    o->exhausted_until = 0;
+    o->remaining_requests = -1;
+    o->remaining_tokens = -1;
+
+    if (r->upstream == NULL) {
+        return;
+    }
+
+    now_ms = ngx_http_conductor_now_ms();
+
+    part = &r->upstream->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        ngx_http_conductor_ratelimit_header(&rl, h[i].key.data, h[i].key.len,
+                                            h[i].value.data, h[i].value.len,
+                                            now_ms);
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    ngx_http_conductor_ratelimit_decide(&rl, o->status, now_ms,
+                                        cmcf->cooldown_max, &o->cooldown,
+                                        &o->exhausted_until);
+
+    o->remaining_requests = rl.remaining_requests;
+    o->remaining_tokens = rl.remaining_tokens;
+}
+
+
+/* an attempt that failed and is not the client's answer (peer.free) */
+
+void
+ngx_http_conductor_ledger_fail(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o)
+{
+    uint64_t                         now_ms;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    now_ms = ngx_http_conductor_now_ms();
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    ngx_http_conductor_ledger_release(ctx);
+
+    /* no tokens were used: the attempt's estimate is given back */
+    ngx_http_conductor_ledger_refund(ctx, 0);
+
+    ngx_http_conductor_ledger_settle(cmcf, ctx, ctx->cand, o, now_ms);
+
+    ngx_http_conductor_shm_unlock(cmcf);
+}
+
+
+/*
+ * What an attempt's outcome does to its key and provider: the provider's
+ * own view of the key (remaining, resets), and for an error its count and
+ * the rule it calls for: a 429 cools the key down (as long as the provider
+ * says, else a doubling backoff, never beyond conductor_cooldown max=), a
+ * 401/403 disables it until disabled= has passed, a 5xx or a fault counts
+ * towards the breaker.  Called with the lock.
+ */
+
+static void
+ngx_http_conductor_ledger_settle(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c,
+    ngx_http_conductor_outcome_t *o, uint64_t now_ms)
+{
+    ngx_msec_t                  ttfb;
+    uint64_t                    cooldown;
+    ngx_http_conductor_node_t  *kn, *pn;
+
+    kn = c->key->node;
+    pn = c->provider->node;
+
+    if (o->remaining_requests >= 0) {
+        kn->remaining_requests = o->remaining_requests;
+    }
+
+    if (o->remaining_tokens >= 0) {
+        kn->remaining_tokens = o->remaining_tokens;
+    }
+
+    /* the provider says the key is spent until its reset */
+    if (o->exhausted_until > kn->cooldown_until) {
+        kn->cooldown_until = o->exhausted_until;
+    }
+
+    if (o->err == NGX_DECLINED) {
+        ngx_http_conductor_ledger_pass(kn, pn);
+
+        if (kn->disabled) {
+            kn->disabled = 0;
+            ngx_log_error(NGX_LOG_NOTICE, ctx->request->connection->log, 0,
+                          "conductor: key \"%V\" of provider \"%V\" answered "
+                          "again: enabled", &c->key->name, &c->provider->name);
+        }
+
+        kn->responses++;
+        kn->ttfb_sum += o->ttfb;
+
+        /* an EWMA of 1/5: recent answers count, one slow answer does not
+         * decide alone; 0 stays "never measured" */
+        ttfb = o->ttfb ? o->ttfb : 1;
+        kn->ttfb_ewma = kn->ttfb_ewma ? (kn->ttfb_ewma * 4 + ttfb) / 5 : ttfb;
+
+        return;
+    }
+
+    kn->errors[o->err]++;
+
+    if (o->status == NGX_HTTP_TOO_MANY_REQUESTS
+        || (o->status == NGX_HTTP_SERVICE_UNAVAILABLE && o->cooldown))
+    {
+        /* told when: Retry-After and its kin; else backing off */
+        cooldown = o->cooldown;
+
+        if (cooldown == 0) {
+            cooldown = (uint64_t) 1000 << ngx_min(kn->backoff, 10);
+            kn->backoff++;
+        }
+
+        cooldown = ngx_min(cooldown, cmcf->cooldown_max);
+
+        kn->cooldown_until = ngx_max(kn->cooldown_until, now_ms + cooldown);
+
+    } else if (o->status == NGX_HTTP_UNAUTHORIZED
+               || o->status == NGX_HTTP_FORBIDDEN)
+    {
+        kn->disabled = now_ms;
+
+        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                      "conductor: key \"%V\" of provider \"%V\" answered "
+                      "%ui: disabled for %M ms, then probed again",
+                      &c->key->name, &c->provider->name, o->status,
+                      cmcf->disabled_time);
+
+    } else if (o->err != NGX_HTTP_CONDUCTOR_ERR_4XX) {
+        ngx_http_conductor_ledger_breaker(cmcf, kn, now_ms);
+
+        if (o->err != NGX_HTTP_CONDUCTOR_ERR_5XX
+            && o->err != NGX_HTTP_CONDUCTOR_ERR_STREAM_CUT
+            && o->err != NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT)
+        {
+            /* an unreachable provider fails every one of its keys */
+            ngx_http_conductor_ledger_breaker(cmcf, pn, now_ms);
+        }
+    }
+}
+
+
+/* consecutive failures open the breaker; a failed probe opens it again */
+
+static void
+ngx_http_conductor_ledger_breaker(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_node_t *node, uint64_t now_ms)
+{
+    node->failures++;
+
+    if (node->breaker == NGX_HTTP_CONDUCTOR_HALF_OPEN
+        || node->failures >= cmcf->breaker_failures)
+    {
+        node->breaker = NGX_HTTP_CONDUCTOR_OPEN;
+        node->cooldown_until = ngx_max(node->cooldown_until,
+                                       now_ms + cmcf->breaker_timeout);
+    }
+}
+
+
+/* an answer: the key's and its provider's failures are over */
+
+static void
+ngx_http_conductor_ledger_pass(ngx_http_conductor_node_t *key,
+    ngx_http_conductor_node_t *provider)
+{
+    key->failures = 0;
+    key->backoff = 0;
+    key->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
+    provider->failures = 0;
+    provider->breaker = NGX_HTTP_CONDUCTOR_CLOSED;
+}
+
+
+/*
+ * The LOG phase: the answer the client got is settled on the key that gave
+ * it (a stream's end decides whether it was one), the reservation is
+ * reconciled with the real usage, and the totals of key, provider and
+ * model alias grow, all under one lock.  A request the gateway answered
+ * itself counts for its alias and the gateway's own node.
+ */
+
+void
+ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o,
+    ngx_int_t err)
+{
+    uint64_t                         used;
+    ngx_http_conductor_node_t       *provider, *model;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    if (cmcf->sh == NULL) {
+        return;
+    }
+
+    model = ctx->model ? ctx->model->node : NULL;
+
+    if (ctx->winner) {
+        provider = ctx->winner->provider->node;
+
+    } else if (ctx->cand) {
+        provider = ctx->cand->provider->node;
+
+    } else if (ctx->usage_provider) {
+        provider = ctx->usage_provider->node;
+
+    } else {
+        provider = &cmcf->sh->gateway;
+    }
+
+    used = ctx->final.found ? (uint64_t) ctx->final.total : 0;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    ngx_http_conductor_ledger_release(ctx);
+
+    if (ctx->winner) {
+        ngx_http_conductor_ledger_settle(cmcf, ctx, ctx->winner, o,
+                                         ngx_http_conductor_now_ms());
+
+        /* the key's requests and errors were counted per attempt */
+        ngx_http_conductor_ledger_totals(ctx->winner->key->node, ctx,
+                                         NGX_ERROR);
+    }
+
+    ngx_http_conductor_ledger_refund(ctx, used);
+
+    ngx_http_conductor_ledger_totals(provider, ctx, err);
+
+    if (model) {
+        ngx_http_conductor_ledger_totals(model, ctx, err);
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+}
+
+
+/*
+ * The tokens windows of the attempt's key get what it really used in place
+ * of its estimate (0: an error, nothing used).  Called with the lock.
+ */
+
+static void
+ngx_http_conductor_ledger_refund(ngx_http_conductor_ctx_t *ctx, uint64_t used)
+{
+    time_t                      now;
+    ngx_uint_t                  i;
+    ngx_http_conductor_node_t  *node;
+
+    if (ctx->cand == NULL || (ctx->reserved == 0 && used == 0)) {
+        return;
+    }
+
+    node = ctx->cand->key->node;
+    now = ngx_time();
+
+    for (i = 1; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+
+        if (used > ctx->reserved) {
+            ngx_http_conductor_window_add(&node->win[i],
+                                          ngx_http_conductor_periods[i], now,
+                                          used - ctx->reserved);
+
+        } else {
+            ngx_http_conductor_window_sub(&node->win[i],
+                                          ngx_http_conductor_periods[i], now,
+                                          ctx->reserved_at,
+                                          ctx->reserved - used);
+        }
+    }
+
+    ctx->reserved = 0;
+}
+
+
+/* err: an error class, NGX_DECLINED for an answer, NGX_ERROR: tokens only */
+
+static void
+ngx_http_conductor_ledger_totals(ngx_http_conductor_node_t *node,
+    ngx_http_conductor_ctx_t *ctx, ngx_int_t err)
+{
+    ngx_http_conductor_usage_t  *u;
+
+    u = &ctx->final;
+
+    if (err != NGX_ERROR) {
+        node->requests++;
+
+        if (err == NGX_DECLINED) {
+            node->responses++;
+            node->ttfb_sum += ctx->ttfb;
+
+        } else {
+            node->errors[err]++;
+        }
+    }
+
+    if (!u->found) {
+        return;
+    }
+
+    node->prompt_tokens += u->prompt;
+    node->completion_tokens += u->completion;
+    node->cached_tokens += u->cached;
+    node->cache_creation_tokens += u->cache_creation;
+    node->reasoning_tokens += u->reasoning;
+    node->cost = ngx_http_conductor_money_add(node->cost, ctx->cost);
+
+    if (ctx->estimated) {
+        node->estimated++;
+    }
+
+    if (!ctx->priced) {
+        node->unpriced++;
+    }
+}
+
+
+/*
+ * The error class of a status and a transport fault (NGX_DECLINED: none):
+ * one table for the attempts the balancer sees and the answers the log
+ * phase counts.
+ */
+
+ngx_int_t
+ngx_http_conductor_ledger_class(ngx_uint_t status, ngx_int_t fault)
+{
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return NGX_HTTP_CONDUCTOR_ERR_429;
+    }
+
+    if (fault != NGX_DECLINED) {
+        return fault;
+    }
+
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return NGX_HTTP_CONDUCTOR_ERR_5XX;
+    }
+
+    if (status >= NGX_HTTP_BAD_REQUEST) {
+        return NGX_HTTP_CONDUCTOR_ERR_4XX;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* a queue place, bounded across all workers; NGX_DECLINED: it is full */
+
+ngx_int_t
+ngx_http_conductor_ledger_enqueue(ngx_http_request_t *r, ngx_uint_t max)
+{
+    ngx_int_t                        rc;
+    ngx_http_conductor_shctx_t      *sh;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    sh = cmcf->sh;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    rc = NGX_DECLINED;
+
+    if (sh->queued < max) {
+        sh->queued++;
+
+        if (ngx_http_conductor_slot >= 0) {
+            sh->slots[ngx_http_conductor_slot].queued++;
+        }
+
+        rc = NGX_OK;
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    return rc;
+}
+
+
+void
+ngx_http_conductor_ledger_dequeue(ngx_http_request_t *r)
+{
+    ngx_http_conductor_shctx_t      *sh;
+    ngx_http_conductor_slot_t       *slot;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    sh = cmcf->sh;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    sh->queued -= ngx_min(sh->queued, 1);
+
+    if (ngx_http_conductor_slot >= 0) {
+        slot = &sh->slots[ngx_http_conductor_slot];
+        slot->queued -= ngx_min(slot->queued, 1);
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+}
+
+
+/*
+ * Health checks: the lease (the first worker past health_next checks this
+ * round) and the result, which marks the provider unhealthy after fails=
+ * failures in a row and healthy again after passes= passes in a row.
+ */
+
+ngx_uint_t
+ngx_http_conductor_ledger_health_lease(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_provider_t *p, uint64_t now_ms)
+{
+    ngx_uint_t                  mine;
+    ngx_http_conductor_node_t  *node;
+
+    node = p->node;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    mine = (now_ms >= node->health_next);
+
+    if (mine) {
+        node->health_next = now_ms + p->hc_interval;
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+
+    return mine;
+}
+
+
+void
+ngx_http_conductor_ledger_health(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_http_conductor_provider_t *p, ngx_uint_t ok)
+{
+    ngx_http_conductor_node_t  *node;
+
+    node = p->node;
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    if (ok) {
+        node->health_fails = 0;
+        node->health_passes++;
+
+        if (node->unhealthy && node->health_passes >= p->hc_passes) {
+            node->unhealthy = 0;
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "conductor: provider \"%V\" is healthy again",
+                          &p->name);
+        }
+
+    } else {
+        node->health_passes = 0;
+        node->health_fails++;
+
+        if (!node->unhealthy && node->health_fails >= p->hc_fails) {
+            node->unhealthy = 1;
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "conductor: provider \"%V\" is unhealthy",
+                          &p->name);
+        }
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
+}
