@@ -28,13 +28,6 @@
 #define NGX_HTTP_CONDUCTOR_ANTHROPIC    1
 #define NGX_HTTP_CONDUCTOR_NDIALECTS    2
 
-/* the endpoints the gateway routes; the index into the endpoint table */
-#define NGX_HTTP_CONDUCTOR_EP_CHAT         0
-#define NGX_HTTP_CONDUCTOR_EP_COMPLETIONS  1
-#define NGX_HTTP_CONDUCTOR_EP_EMBEDDINGS   2
-#define NGX_HTTP_CONDUCTOR_EP_RESPONSES    3
-#define NGX_HTTP_CONDUCTOR_EP_MESSAGES     4
-#define NGX_HTTP_CONDUCTOR_NEPS            5
 
 /* limits of a key, in the order of their names (rpm tpm rph tph rpd tpd) */
 #define NGX_HTTP_CONDUCTOR_RPM          0
@@ -512,7 +505,6 @@ ngx_http_conductor_price_t *ngx_http_conductor_find_price(
     ngx_http_conductor_provider_t *p, ngx_str_t *model);
 char *ngx_http_conductor_usage(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_conductor_usage_api(ngx_uint_t endpoint);
 
 /* models list and the embedded mock provider */
 char *ngx_http_conductor_models(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -13,21 +13,6 @@ static ngx_int_t ngx_http_conductor_answer_class(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 
 
-ngx_int_t
-ngx_http_conductor_usage_api(ngx_uint_t endpoint)
-{
-    static ngx_int_t  api[] = {
-        NGX_HTTP_CONDUCTOR_USAGE_CHAT,
-        NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS,
-        NGX_HTTP_CONDUCTOR_USAGE_EMBEDDINGS,
-        NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,
-        NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC
-    };
-
-    return api[endpoint];
-}
-
-
 /*
  * What the answer used: the provider's own numbers, or, when it gave none
  * (a cut stream, a compressed body, a provider that omits them), an
@@ -53,8 +38,7 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
 
     ctx->final_done = 1;
 
-    ngx_http_conductor_usage_init(u,
-                                  ngx_http_conductor_usage_api(ctx->endpoint));
+    ngx_http_conductor_usage_init(u, ctx->endpoint);
 
     if (r->headers_out.status < NGX_HTTP_OK
         || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE

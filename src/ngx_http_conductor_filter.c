@@ -474,8 +474,7 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    ngx_http_conductor_usage_init(&ctx->usage,
-                                  ngx_http_conductor_usage_api(ctx->endpoint));
+    ngx_http_conductor_usage_init(&ctx->usage, ctx->endpoint);
 
     ce = r->headers_out.content_encoding;
 

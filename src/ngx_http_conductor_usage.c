@@ -624,7 +624,7 @@ ngx_http_conductor_usage_openai(ngx_http_conductor_usage_t *u,
 
     ngx_http_conductor_usage_init(&n, u->api);
 
-    r = (u->api == NGX_HTTP_CONDUCTOR_USAGE_RESPONSES);
+    r = (u->api == NGX_HTTP_CONDUCTOR_EP_RESPONSES);
 
     n.has_prompt = ngx_http_conductor_usage_count2(usage,
                        r ? "input_tokens" : "prompt_tokens",
@@ -719,7 +719,7 @@ ngx_http_conductor_usage_apply_text(ngx_http_conductor_usage_t *u,
         return 0;
     }
 
-    if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC) {
+    if (u->api == NGX_HTTP_CONDUCTOR_EP_MESSAGES) {
         return ngx_http_conductor_usage_anthropic(u, &usage);
     }
 
@@ -732,7 +732,7 @@ ngx_http_conductor_usage_derive(ngx_http_conductor_usage_t *u)
 {
     /* values are capped at USAGE_MAX, so these sums cannot overflow */
 
-    if (u->api == NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC && u->has_input) {
+    if (u->api == NGX_HTTP_CONDUCTOR_EP_MESSAGES && u->has_input) {
         u->prompt = u->input + (u->has_cached ? u->cached : 0)
                     + (u->has_cache_creation ? u->cache_creation : 0);
         u->has_prompt = 1;
@@ -755,8 +755,8 @@ ngx_http_conductor_usage_choice(ngx_http_conductor_usage_t *u,
     char    *text;
     json_t  *root, *usage;
 
-    if (u->api != NGX_HTTP_CONDUCTOR_USAGE_CHAT
-        && u->api != NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS)
+    if (u->api != NGX_HTTP_CONDUCTOR_EP_CHAT
+        && u->api != NGX_HTTP_CONDUCTOR_EP_COMPLETIONS)
     {
         return 0;
     }
@@ -836,11 +836,11 @@ ngx_http_conductor_usage_wanted(ngx_http_conductor_usage_t *u,
 {
     switch (u->api) {
 
-    case NGX_HTTP_CONDUCTOR_USAGE_RESPONSES:
+    case NGX_HTTP_CONDUCTOR_EP_RESPONSES:
         return ngx_http_conductor_usage_final(name, len)
                ? NGX_HTTP_CONDUCTOR_SSE_USAGE_RESPONSE : 0;
 
-    case NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC:
+    case NGX_HTTP_CONDUCTOR_EP_MESSAGES:
         if (ngx_http_conductor_usage_is(name, len, "message_start")) {
             return NGX_HTTP_CONDUCTOR_SSE_USAGE_MESSAGE;
         }

@@ -46,13 +46,16 @@
 #define NGX_HTTP_CONDUCTOR_USAGE_MAX  1000000000000LL
 
 
+/* the endpoints the gateway routes: the one list the module and the usage
+ * parsers share (and the index into the endpoint paths) */
 typedef enum {
-    NGX_HTTP_CONDUCTOR_USAGE_CHAT = 1,      /* /v1/chat/completions */
-    NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS,   /* /v1/completions (legacy) */
-    NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,     /* /v1/responses */
-    NGX_HTTP_CONDUCTOR_USAGE_EMBEDDINGS,    /* /v1/embeddings */
-    NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC      /* /v1/messages */
-} ngx_http_conductor_usage_api_e;
+    NGX_HTTP_CONDUCTOR_EP_CHAT = 0,         /* /v1/chat/completions */
+    NGX_HTTP_CONDUCTOR_EP_COMPLETIONS,      /* /v1/completions (legacy) */
+    NGX_HTTP_CONDUCTOR_EP_EMBEDDINGS,       /* /v1/embeddings */
+    NGX_HTTP_CONDUCTOR_EP_RESPONSES,        /* /v1/responses */
+    NGX_HTTP_CONDUCTOR_EP_MESSAGES,         /* /v1/messages (Anthropic) */
+    NGX_HTTP_CONDUCTOR_NEPS
+} ngx_http_conductor_endpoint_e;
 
 
 typedef struct {
@@ -64,7 +67,7 @@ typedef struct {
     int64_t   total;
 
     int64_t   input;            /* private: Anthropic input_tokens as sent */
-    int       api;              /* ngx_http_conductor_usage_api_e */
+    int       api;              /* ngx_http_conductor_endpoint_e */
 
     unsigned  has_prompt:1;
     unsigned  has_completion:1;

@@ -311,7 +311,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    api = NGX_HTTP_CONDUCTOR_USAGE_CHAT + data[0] % 5;
+    api = NGX_HTTP_CONDUCTOR_EP_CHAT + data[0] % NGX_HTTP_CONDUCTOR_NEPS;
     line_max = ngx_http_conductor_fuzz_line_max[data[1] % 8];
     usage_max = ngx_http_conductor_fuzz_usage_max[data[2] % 8];
     ncuts = data[3] % (NGX_HTTP_CONDUCTOR_FUZZ_CUTS + 1);

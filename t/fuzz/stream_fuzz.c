@@ -196,7 +196,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    api = 1 + data[0] % 5;
+    api = NGX_HTTP_CONDUCTOR_EP_CHAT + data[0] % NGX_HTTP_CONDUCTOR_NEPS;
     tail = ngx_http_conductor_fuzz_tails[data[1] % 8];
     ncuts = data[2] % (NGX_HTTP_CONDUCTOR_FUZZ_CUTS + 1);
 

@@ -47,17 +47,17 @@ typedef struct {
 
 static ngx_http_conductor_test_fixture_t  ngx_http_conductor_test_fixtures[] =
 {
-    { "openai_chat_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1 },
-    { "openai_completions_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS,
+    { "openai_chat_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1 },
+    { "openai_completions_stream.sse", NGX_HTTP_CONDUCTOR_EP_COMPLETIONS,
       1 },
-    { "vllm_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, -1 },
-    { "cerebras_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, -1 },
-    { "together_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, -1 },
-    { "moonshot_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, -1 },
-    { "crlf_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, -1 },
-    { "cr_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, -1 },
-    { "anthropic_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 0 },
-    { "openai_responses_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 0 },
+    { "vllm_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, -1 },
+    { "cerebras_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, -1 },
+    { "together_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, -1 },
+    { "moonshot_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, -1 },
+    { "crlf_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, -1 },
+    { "cr_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, -1 },
+    { "anthropic_stream.sse", NGX_HTTP_CONDUCTOR_EP_MESSAGES, 0 },
+    { "openai_responses_stream.sse", NGX_HTTP_CONDUCTOR_EP_RESPONSES, 0 },
     { NULL, 0, 0 }
 };
 
@@ -705,30 +705,30 @@ ngx_http_conductor_test_terminal(void)
         const char  *what;
     } cases[] = {
         { "data: {\"choices\":[{}]}\n\ndata: [DONE]\n\n",
-          NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1, "[DONE]" },
-        { "data: {\"choices\":[{}]}\n\n", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 0,
+          NGX_HTTP_CONDUCTOR_EP_CHAT, 1, "[DONE]" },
+        { "data: {\"choices\":[{}]}\n\n", NGX_HTTP_CONDUCTOR_EP_CHAT, 0,
           "no [DONE]" },
         { "data: {\"choices\":[{}]}\n\ndata: {\"choices\":[{}]}\n\ndata: [DO",
-          NGX_HTTP_CONDUCTOR_USAGE_CHAT, 0, "cut inside [DONE]" },
+          NGX_HTTP_CONDUCTOR_EP_CHAT, 0, "cut inside [DONE]" },
         { "data: {\"choices\":[{}]}\n\ndata: {\"error\": {\"message\":\"x\"}}"
-          "\n\n", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1, "the provider's error "
+          "\n\n", NGX_HTTP_CONDUCTOR_EP_CHAT, 1, "the provider's error "
           "chunk" },
         { "event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
           "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-          NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 1, "message_stop" },
+          NGX_HTTP_CONDUCTOR_EP_MESSAGES, 1, "message_stop" },
         { "data: {\"type\":\"message_start\"}\n\n"
           "data: { \"type\" : \"message_stop\"}\n\n",
-          NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 1, "message_stop by type" },
+          NGX_HTTP_CONDUCTOR_EP_MESSAGES, 1, "message_stop by type" },
         { "event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
           "event: content_block_delta\ndata: {}\n\n",
-          NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 0, "no message_stop" },
+          NGX_HTTP_CONDUCTOR_EP_MESSAGES, 0, "no message_stop" },
         { "event: message_start\ndata: {}\n\nevent: error\ndata: {}\n\n",
-          NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 1, "Anthropic's error event" },
+          NGX_HTTP_CONDUCTOR_EP_MESSAGES, 1, "Anthropic's error event" },
         { "event: response.created\ndata: {}\n\nevent: response.failed\n"
-          "data: {}\n\n", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 1,
+          "data: {}\n\n", NGX_HTTP_CONDUCTOR_EP_RESPONSES, 1,
           "response.failed" },
         { "event: response.created\ndata: {}\n\nevent: response.output_text"
-          ".delta\ndata: {}\n\n", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 0,
+          ".delta\ndata: {}\n\n", NGX_HTTP_CONDUCTOR_EP_RESPONSES, 0,
           "no response.completed" },
         { NULL, 0, 0, NULL }
     };
@@ -766,9 +766,9 @@ ngx_http_conductor_test_tail_long(void)
                                 "3000,\"total_tokens\":3007}}\n\n"
                                 "data: [DONE]\n\n");
 
-    ngx_http_conductor_test_usage_run(NGX_HTTP_CONDUCTOR_USAGE_CHAT, &in,
+    ngx_http_conductor_test_usage_run(NGX_HTTP_CONDUCTOR_EP_CHAT, &in,
                                       0, NULL, 0, &full);
-    ngx_http_conductor_test_usage_run(NGX_HTTP_CONDUCTOR_USAGE_CHAT, &in,
+    ngx_http_conductor_test_usage_run(NGX_HTTP_CONDUCTOR_EP_CHAT, &in,
                                       1024, NULL, 0, &lazy);
 
     ngx_http_conductor_test_ok(full.found && full.completion == 3000
@@ -814,8 +814,8 @@ main(void)
         for (k = 0; k < 5; k++) {
             snprintf(desc, sizeof(desc), "%s, %s", t->file, names[k]);
 
-            if (t->api == NGX_HTTP_CONDUCTOR_USAGE_CHAT
-                || t->api == NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS)
+            if (t->api == NGX_HTTP_CONDUCTOR_EP_CHAT
+                || t->api == NGX_HTTP_CONDUCTOR_EP_COMPLETIONS)
             {
                 ngx_http_conductor_test_strip_stream(desc, &spelled[k],
                                                      t->usage_only);

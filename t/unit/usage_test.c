@@ -48,105 +48,105 @@ static size_t  ngx_http_conductor_test_json_allocs;
 
 static ngx_http_conductor_test_case_t  ngx_http_conductor_test_cases[] = {
 
-    { "openai_chat.json", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 0,
+    { "openai_chat.json", NGX_HTTP_CONDUCTOR_EP_CHAT, 0,
       /* prompt, completion */ 1117, 250,
       /* cached */ 1024,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ 192,
       /* total, sent, fallback */ 1367, 1, 1 },
 
-    { "openai_chat_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "openai_chat_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 19, 10,
       /* cached */ 0,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ 0,
       /* total, sent, fallback */ 29, 1, 1 },
 
-    { "vllm_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "vllm_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 12, 8,
       /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 20, 1, 1 },
 
-    { "cerebras_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "cerebras_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 38, 12,
       /* cached */ 0,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 50, 1, 1 },
 
-    { "together_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "together_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 41, 5,
       /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 46, 1, 1 },
 
-    { "moonshot_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "moonshot_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 19, 13,
       /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 32, 1, 0 },
 
-    { "crlf_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "crlf_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 31, 2,
       /* cached */ 16,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 33, 1, 1 },
 
-    { "cr_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_CHAT, 1,
+    { "cr_stream.sse", NGX_HTTP_CONDUCTOR_EP_CHAT, 1,
       /* prompt, completion */ 31, 2,
       /* cached */ 16,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 33, 1, 1 },
 
-    { "openai_completions.json", NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS, 0,
+    { "openai_completions.json", NGX_HTTP_CONDUCTOR_EP_COMPLETIONS, 0,
       /* prompt, completion */ 5, 7,
       /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 12, 1, 1 },
 
-    { "openai_completions_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_COMPLETIONS, 1,
+    { "openai_completions_stream.sse", NGX_HTTP_CONDUCTOR_EP_COMPLETIONS, 1,
       /* prompt, completion */ 5, 7,
       /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 12, 1, 1 },
 
-    { "openai_embeddings.json", NGX_HTTP_CONDUCTOR_USAGE_EMBEDDINGS, 0,
+    { "openai_embeddings.json", NGX_HTTP_CONDUCTOR_EP_EMBEDDINGS, 0,
       /* prompt, completion */ 8, NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cached */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 8, 1, 1 },
 
-    { "openai_responses.json", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 0,
+    { "openai_responses.json", NGX_HTTP_CONDUCTOR_EP_RESPONSES, 0,
       /* prompt, completion */ 328, 52,
       /* cached */ 128,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ 20,
       /* total, sent, fallback */ 380, 1, 1 },
 
-    { "openai_responses_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 1,
+    { "openai_responses_stream.sse", NGX_HTTP_CONDUCTOR_EP_RESPONSES, 1,
       /* prompt, completion */ 36, 87,
       /* cached */ 12,
       /* cache_creation */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* reasoning */ 64,
       /* total, sent, fallback */ 123, 1, 1 },
 
-    { "anthropic.json", NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 0,
+    { "anthropic.json", NGX_HTTP_CONDUCTOR_EP_MESSAGES, 0,
       /* prompt, completion */ 21 + 0 + 188086, 393,
       /* cached */ 0,
       /* cache_creation */ 188086,
       /* reasoning */ NGX_HTTP_CONDUCTOR_TEST_NO,
       /* total, sent, fallback */ 188500, 0, 1 },
 
-    { "anthropic_stream.sse", NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC, 1,
+    { "anthropic_stream.sse", NGX_HTTP_CONDUCTOR_EP_MESSAGES, 1,
       /* prompt, completion */ 1310 + 2048 + 512, 89,
       /* cached */ 2048,
       /* cache_creation */ 512,
@@ -530,7 +530,7 @@ ngx_http_conductor_test_big(void)
     uint64_t                         overlong;
     ngx_http_conductor_usage_t       u, full;
     ngx_http_conductor_test_case_t   t = {
-        "response.completed 300 KB", NGX_HTTP_CONDUCTOR_USAGE_RESPONSES, 1,
+        "response.completed 300 KB", NGX_HTTP_CONDUCTOR_EP_RESPONSES, 1,
         36, 87, 12, NGX_HTTP_CONDUCTOR_TEST_NO, 64, 123, 1, 1
     };
 
@@ -592,7 +592,7 @@ ngx_http_conductor_test_rules(void)
     ngx_http_conductor_test_file_t   f;
     ngx_http_conductor_usage_t       u, v;
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_CHAT,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_CHAT,
         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,"
         "\"completion_tokens\":6,\"total_tokens\":10}}\n\n"
         "data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n"
@@ -600,7 +600,7 @@ ngx_http_conductor_test_rules(void)
     ngx_http_conductor_test_ok(u.found && u.prompt == 4 && u.total == 10,
                                "usage null and empty usage do not replace");
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_CHAT,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_CHAT,
         "data: {\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":2.5,"
         "\"total_tokens\":7,\"prompt_tokens_details\":"
         "{\"cached_tokens\":\"3\"}}}\n\n");
@@ -609,7 +609,7 @@ ngx_http_conductor_test_rules(void)
                                && u.total == 7,
                                "negative, fractional, string counts ignored");
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_CHAT,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_CHAT,
         "data: {\"usage\":{\"prompt_tokens\":2000000000000,"
         "\"completion_tokens\":3}}\n\n"
         "data: {\"usage\":{\"prompt_tokens\":99999999999999999999999,"
@@ -619,14 +619,14 @@ ngx_http_conductor_test_rules(void)
                                && u.total == 4,
                                "counts over the cap or int64 ignored");
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_CHAT,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_CHAT,
         "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n"
         "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2\n"
         "data: [DONE]\n\n");
     ngx_http_conductor_test_ok(u.found && u.total == 3 && !u.has_total,
                                "malformed JSON skipped; total computed");
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_RESPONSES,
         "event: response.in_progress\n"
         "data: {\"type\":\"response.in_progress\",\"response\":"
         "{\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\n"
@@ -638,12 +638,12 @@ ngx_http_conductor_test_rules(void)
     ngx_http_conductor_test_ok(!u.found, "Responses: usage of other events "
                                "never taken");
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_RESPONSES,
         "event: response.incomplete\n"
         "data: {\"type\":\"response.incomplete\",\"response\":"
         "{\"usage\":{\"input_tokens\":5,\"output_tokens\":6,"
         "\"total_tokens\":11}}}\n\n");
-    v = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,
+    v = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_RESPONSES,
         "data: {\"type\":\"response.failed\",\"response\":"
         "{\"usage\":{\"input_tokens\":5,\"output_tokens\":6,"
         "\"total_tokens\":11}}}\n\n");
@@ -652,7 +652,7 @@ ngx_http_conductor_test_rules(void)
                                "Responses: incomplete and failed (by type) "
                                "taken");
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_MESSAGES,
         "event: message_start\n"
         "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
         "{\"input_tokens\":10,\"output_tokens\":1}}}\n\n"
@@ -692,12 +692,12 @@ ngx_http_conductor_test_rules(void)
         p += n;
     }
 
-    ngx_http_conductor_test_stream(&u, NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC,
+    ngx_http_conductor_test_stream(&u, NGX_HTTP_CONDUCTOR_EP_MESSAGES,
                                    s, q - s, 4096, NULL, 0, NULL);
-    ngx_http_conductor_test_stream(&v, NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC,
+    ngx_http_conductor_test_stream(&v, NGX_HTTP_CONDUCTOR_EP_MESSAGES,
                                    f.p, f.len, 4096, NULL, 0, NULL);
     ok = ngx_http_conductor_test_same(&u, &v) && u.completion == 89;
-    ngx_http_conductor_test_stream(&u, NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC,
+    ngx_http_conductor_test_stream(&u, NGX_HTTP_CONDUCTOR_EP_MESSAGES,
                                    s, q - s, 32, NULL, 0, NULL);
     ok = ok && ngx_http_conductor_test_same(&u, &v);
     ngx_http_conductor_test_ok(ok, "Anthropic stream without event lines: "
@@ -707,7 +707,7 @@ ngx_http_conductor_test_rules(void)
 
     /* error bodies and non-JSON */
 
-    ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_USAGE_CHAT);
+    ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_EP_CHAT);
     ok = ngx_http_conductor_usage_parse_body(&u, (const unsigned char *)
              "{\"error\":{\"message\":\"Rate limit\",\"type\":\"requests\"}}",
              52) == 0;
@@ -720,12 +720,12 @@ ngx_http_conductor_test_rules(void)
                                "bodies: no usage");
 
     f = ngx_http_conductor_test_read("openai_responses_nested_only.json");
-    ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_USAGE_RESPONSES);
+    ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_EP_RESPONSES);
     ok = ngx_http_conductor_usage_parse_body(&u, (const unsigned char *) f.p,
                                              f.len) == 0;
     ngx_http_conductor_test_ok(ok && !u.found, "Responses body with only a "
                                "tool's nested usage: no usage");
-    ok = ngx_http_conductor_test_scan_body(NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,
+    ok = ngx_http_conductor_test_scan_body(NGX_HTTP_CONDUCTOR_EP_RESPONSES,
                                            f.p, f.len, &u);
     ngx_http_conductor_test_ok(ok, "... and the scanner agrees");
     free(f.p);
@@ -740,17 +740,17 @@ ngx_http_conductor_test_hot_path(void)
 
     before = ngx_http_conductor_test_json_allocs;
 
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_CHAT,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_CHAT,
         "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":"
         "\"\\\"usage\\\": {\"}}],\"usage\":null}\n\n"
         "data: {\"id\":\"c\",\"choices\":[{\"delta\":{}}],"
         "\"usage\" : null}\n\n"
         "data: [DONE]\n\n");
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_ANTHROPIC,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_MESSAGES,
         "event: content_block_delta\n"
         "data: {\"type\":\"content_block_delta\",\"usage\":{\"x\":1}}\n\n"
         "event: ping\ndata: {\"type\": \"ping\"}\n\n");
-    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_USAGE_RESPONSES,
+    u = ngx_http_conductor_test_lines(NGX_HTTP_CONDUCTOR_EP_RESPONSES,
         "event: response.output_text.delta\n"
         "data: {\"type\":\"response.output_text.delta\",\"usage\":{}}\n\n");
 
