@@ -301,7 +301,6 @@ typedef struct {
     ngx_http_request_t               *request;
     ngx_http_conductor_model_t       *model;     /* NULL: unknown model */
     ngx_str_t                         alias;     /* what the client asked */
-    ngx_uint_t                        dialect;
     ngx_uint_t                        endpoint;
     ngx_uint_t                        strategy;
 
@@ -337,7 +336,7 @@ typedef struct {
     ngx_str_t                         auth;      /* Authorization value */
     ngx_str_t                         api_key;   /* x-api-key value */
 
-    ngx_int_t                         status;    /* of the access phase */
+    ngx_int_t                         status;    /* of the precontent phase */
     const char                       *error;     /* message for the client */
     const char                       *error_code;
 
@@ -444,7 +443,13 @@ char *ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /* route */
 ngx_int_t ngx_http_conductor_route_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_conductor_dialect_of_uri(ngx_str_t *uri);
+ngx_http_conductor_ctx_t *ngx_http_conductor_ctx_create(
+    ngx_http_request_t *r, ngx_int_t *ep);
+
+/* the error dialect follows the endpoint: Anthropic's for /v1/messages */
+#define ngx_http_conductor_dialect(ctx)                                      \
+    ((ctx)->endpoint == NGX_HTTP_CONDUCTOR_EP_MESSAGES                       \
+     ? NGX_HTTP_CONDUCTOR_ANTHROPIC : NGX_HTTP_CONDUCTOR_OPENAI)
 
 /* queue */
 ngx_int_t ngx_http_conductor_enqueue(ngx_http_request_t *r,

@@ -122,14 +122,10 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
     {
         if (ctx == NULL) {
             /* refused before the handler ran, e.g. by client_max_body_size */
-            ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+            ctx = ngx_http_conductor_ctx_create(r, NULL);
             if (ctx == NULL) {
                 return NGX_ERROR;
             }
-
-            ctx->request = r;
-            ctx->dialect = ngx_http_conductor_dialect_of_uri(&r->uri);
-            ngx_http_set_ctx(r, ctx, ngx_http_conductor_module);
         }
 
         if (ngx_http_conductor_replace_error(r, ctx) != NGX_OK) {
@@ -284,7 +280,7 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_NOT_FOUND:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? "not_found_error" : "invalid_request_error";
         msg = msg ? msg : "not found";
         break;
@@ -295,37 +291,37 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? "request_too_large" : "invalid_request_error";
         msg = msg ? msg : "the request body is too large";
         break;
 
     case NGX_HTTP_TOO_MANY_REQUESTS:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? "rate_limit_error" : "rate_limit_exceeded";
         msg = msg ? msg : "rate limited";
         break;
 
     case NGX_HTTP_BAD_GATEWAY:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? "api_error" : "server_error";
         msg = msg ? msg : "no provider answered: every attempt failed";
         break;
 
     case NGX_HTTP_SERVICE_UNAVAILABLE:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? "overloaded_error" : "server_error";
         msg = msg ? msg : "service unavailable";
         break;
 
     case NGX_HTTP_GATEWAY_TIME_OUT:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? "api_error" : "server_error";
         msg = msg ? msg : "the provider timed out";
         break;
 
     default:
-        type = ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC
+        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
                ? (status < 500 ? "invalid_request_error" : "api_error")
                : (status < 500 ? "invalid_request_error" : "server_error");
         msg = msg ? msg : (status < 500 ? "request error" : "server error");
@@ -346,7 +342,7 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
 
     p = b->last;
 
-    if (ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC) {
+    if (ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC) {
         p = ngx_sprintf(p, "{\"type\":\"error\",\"error\":{\"type\":\"%s\","
                            "\"message\":", type);
         p = ngx_http_conductor_json_escape(p, (u_char *) msg, ngx_strlen(msg));
@@ -1005,7 +1001,7 @@ ngx_http_conductor_stream_error_event(ngx_http_request_t *r,
 
     p = ngx_sprintf(buf->last, "%s", sep);
 
-    if (ctx->dialect == NGX_HTTP_CONDUCTOR_ANTHROPIC) {
+    if (ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC) {
         p = ngx_sprintf(p, "event: error\ndata: {\"type\":\"error\","
                            "\"error\":{\"type\":\"api_error\","
                            "\"message\":\"%s\"}}\n\n", msg);

@@ -80,19 +80,12 @@ ngx_http_conductor_route_handler(ngx_http_request_t *r)
         return ctx->status;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+    ctx = ngx_http_conductor_ctx_create(r, &ep);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
-    ctx->start = ngx_current_msec;
     ctx->strategy = lcf->strategy;
-    ctx->dialect = ngx_http_conductor_dialect_of_uri(&r->uri);
-
-    ngx_http_set_ctx(r, ctx, ngx_http_conductor_module);
-
-    ep = ngx_http_conductor_endpoint_of_uri(&r->uri);
 
     if (ep == NGX_ERROR) {
         ctx->error = "unsupported path: the gateway serves chat/completions, "
@@ -100,8 +93,6 @@ ngx_http_conductor_route_handler(ngx_http_request_t *r)
         ctx->status = NGX_HTTP_NOT_FOUND;
         return ctx->status;
     }
-
-    ctx->endpoint = ep;
 
     if (r->method != NGX_HTTP_POST) {
         ctx->error = "method not allowed: use POST";
@@ -136,25 +127,17 @@ ngx_http_conductor_usage_only(ngx_http_request_t *r,
     ngx_int_t                  ep;
     ngx_http_conductor_ctx_t  *ctx;
 
-    ep = ngx_http_conductor_endpoint_of_uri(&r->uri);
-
-    if (ep == NGX_ERROR) {
+    if (ngx_http_conductor_endpoint_of_uri(&r->uri) == NGX_ERROR) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+    ctx = ngx_http_conductor_ctx_create(r, &ep);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
-    ctx->start = ngx_current_msec;
-    ctx->endpoint = ep;
-    ctx->dialect = lcf->usage_provider->api;
     ctx->usage_provider = lcf->usage_provider;
     ctx->status = NGX_DECLINED;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_conductor_module);
 
     return NGX_DECLINED;
 }
@@ -515,12 +498,12 @@ ngx_http_conductor_resolve(ngx_http_request_t *r,
             return NGX_HTTP_NOT_FOUND;
         }
 
-        m = &cmcf->passthrough[ctx->dialect];
+        m = &cmcf->passthrough[ngx_http_conductor_dialect(ctx)];
     }
 
     ctx->model = m;
-    ctx->cands = m->cands[ctx->dialect].elts;
-    ctx->ncands = m->cands[ctx->dialect].nelts;
+    ctx->cands = m->cands[ngx_http_conductor_dialect(ctx)].elts;
+    ctx->ncands = m->cands[ngx_http_conductor_dialect(ctx)].nelts;
 
     if (ctx->ncands == 0) {
         ctx->error = "no provider serves this model for this API";
@@ -854,14 +837,35 @@ ngx_http_conductor_endpoint_of_uri(ngx_str_t *uri)
 }
 
 
-ngx_int_t
-ngx_http_conductor_dialect_of_uri(ngx_str_t *uri)
+/*
+ * The request's context, made once by whichever runs first (the route,
+ * conductor_usage, or the header filter for a request refused before
+ * them): the endpoint of its path (*ep NGX_ERROR: none of the gateway's;
+ * its errors are then in OpenAI's dialect).
+ */
+
+ngx_http_conductor_ctx_t *
+ngx_http_conductor_ctx_create(ngx_http_request_t *r, ngx_int_t *ep)
 {
-    if (ngx_http_conductor_endpoint_of_uri(uri)
-        == NGX_HTTP_CONDUCTOR_EP_MESSAGES)
-    {
-        return NGX_HTTP_CONDUCTOR_ANTHROPIC;
+    ngx_int_t                  e;
+    ngx_http_conductor_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
     }
 
-    return NGX_HTTP_CONDUCTOR_OPENAI;
+    e = ngx_http_conductor_endpoint_of_uri(&r->uri);
+
+    if (ep) {
+        *ep = e;
+    }
+
+    ctx->request = r;
+    ctx->start = ngx_current_msec;
+    ctx->endpoint = (e == NGX_ERROR) ? NGX_HTTP_CONDUCTOR_EP_CHAT : e;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_conductor_module);
+
+    return ctx;
 }
