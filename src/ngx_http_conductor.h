@@ -406,6 +406,17 @@ char *ngx_http_conductor_model_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_conductor_strategy(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+#define NGX_HTTP_CONDUCTOR_PARAM_NUM   0   /* out: ngx_uint_t, > 0 */
+#define NGX_HTTP_CONDUCTOR_PARAM_MSEC  1   /* out: ngx_msec_t, > 0 */
+
+typedef struct {
+    const char                       *name;
+    ngx_uint_t                        type;
+    void                             *out;
+} ngx_http_conductor_param_t;
+
+char *ngx_http_conductor_params(ngx_conf_t *cf, ngx_uint_t first,
+    ngx_http_conductor_param_t *params);
 ngx_int_t ngx_http_conductor_param_num(ngx_str_t *arg, const char *name,
     ngx_uint_t *out);
 ngx_int_t ngx_http_conductor_param_msec(ngx_str_t *arg, const char *name,

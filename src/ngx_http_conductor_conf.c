@@ -1188,6 +1188,60 @@ ngx_http_conductor_param_msec(ngx_str_t *arg, const char *name,
 }
 
 
+/*
+ * The NAME=VALUE parameters of a directive, from argument "first" on, by
+ * a table: one loop and one message for every directive that has them.
+ */
+
+char *
+ngx_http_conductor_params(ngx_conf_t *cf, ngx_uint_t first,
+    ngx_http_conductor_param_t *params)
+{
+    u_char                      *p, *last;
+    ngx_int_t                    rc;
+    ngx_str_t                   *value;
+    ngx_uint_t                   i;
+    ngx_http_conductor_param_t  *pm;
+    u_char                       expected[256];
+
+    value = cf->args->elts;
+
+    for (i = first; i < cf->args->nelts; i++) {
+
+        rc = NGX_DECLINED;
+
+        for (pm = params; pm->name && rc == NGX_DECLINED; pm++) {
+            rc = (pm->type == NGX_HTTP_CONDUCTOR_PARAM_MSEC)
+                 ? ngx_http_conductor_param_msec(&value[i], pm->name,
+                                                 pm->out)
+                 : ngx_http_conductor_param_num(&value[i], pm->name,
+                                                pm->out);
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        p = expected;
+        last = expected + sizeof(expected);
+
+        for (pm = params; pm->name; pm++) {
+            p = ngx_slprintf(p, last, "%s%s=%s", pm == params ? "" : ", ",
+                             pm->name,
+                             pm->type == NGX_HTTP_CONDUCTOR_PARAM_MSEC
+                             ? "TIME" : "N");
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected %*s",
+                           &value[i], p - expected, expected);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* conductor_breaker failures=N timeout=TIME */
 
 char *
@@ -1196,28 +1250,18 @@ ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_conductor_main_conf_t *cmcf = conf;
 
-    ngx_int_t    rc;
-    ngx_str_t   *value;
-    ngx_uint_t   i;
+    ngx_http_conductor_param_t  params[] = {
+        { "failures", NGX_HTTP_CONDUCTOR_PARAM_NUM, &cmcf->breaker_failures },
+        { "timeout", NGX_HTTP_CONDUCTOR_PARAM_MSEC, &cmcf->breaker_timeout },
+        { NULL, 0, NULL }
+    };
 
     if (cmcf->breaker_failures != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        rc = ngx_http_conductor_param_num(&value[i], "failures",
-                                          &cmcf->breaker_failures);
-        if (rc == NGX_DECLINED) {
-            rc = ngx_http_conductor_param_msec(&value[i], "timeout",
-                                               &cmcf->breaker_timeout);
-        }
-
-        if (rc != NGX_OK) {
-            goto invalid;
-        }
+    if (ngx_http_conductor_params(cf, 1, params) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (cmcf->breaker_failures == NGX_CONF_UNSET_UINT) {
@@ -1225,13 +1269,6 @@ ngx_http_conductor_breaker_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\": expected failures=N or "
-                       "timeout=TIME", &value[i]);
-    return NGX_CONF_ERROR;
 }
 
 
@@ -1243,31 +1280,18 @@ ngx_http_conductor_cooldown_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_conductor_main_conf_t *cmcf = conf;
 
-    ngx_int_t    rc;
-    ngx_str_t   *value;
-    ngx_uint_t   i;
+    ngx_http_conductor_param_t  params[] = {
+        { "max", NGX_HTTP_CONDUCTOR_PARAM_MSEC, &cmcf->cooldown_max },
+        { "disabled", NGX_HTTP_CONDUCTOR_PARAM_MSEC, &cmcf->disabled_time },
+        { NULL, 0, NULL }
+    };
 
     if (cmcf->cooldown_max != NGX_CONF_UNSET_MSEC) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        rc = ngx_http_conductor_param_msec(&value[i], "max",
-                                           &cmcf->cooldown_max);
-        if (rc == NGX_DECLINED) {
-            rc = ngx_http_conductor_param_msec(&value[i], "disabled",
-                                               &cmcf->disabled_time);
-        }
-
-        if (rc != NGX_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\": expected max=TIME "
-                               "or disabled=TIME", &value[i]);
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_conductor_params(cf, 1, params) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (cmcf->cooldown_max == NGX_CONF_UNSET_MSEC) {
@@ -1396,28 +1420,18 @@ ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_conductor_loc_conf_t *lcf = conf;
 
-    ngx_int_t    rc;
-    ngx_str_t   *value;
-    ngx_uint_t   i;
+    ngx_http_conductor_param_t  params[] = {
+        { "timeout", NGX_HTTP_CONDUCTOR_PARAM_MSEC, &lcf->queue_timeout },
+        { "max", NGX_HTTP_CONDUCTOR_PARAM_NUM, &lcf->queue_max },
+        { NULL, 0, NULL }
+    };
 
     if (lcf->queue_timeout != NGX_CONF_UNSET_MSEC) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        rc = ngx_http_conductor_param_msec(&value[i], "timeout",
-                                           &lcf->queue_timeout);
-        if (rc == NGX_DECLINED) {
-            rc = ngx_http_conductor_param_num(&value[i], "max",
-                                              &lcf->queue_max);
-        }
-
-        if (rc != NGX_OK) {
-            goto invalid;
-        }
+    if (ngx_http_conductor_params(cf, 1, params) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (lcf->queue_timeout == NGX_CONF_UNSET_MSEC) {
@@ -1425,13 +1439,6 @@ ngx_http_conductor_queue_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\": expected timeout=TIME or "
-                       "max=N", &value[i]);
-    return NGX_CONF_ERROR;
 }
 
 
