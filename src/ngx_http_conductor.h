@@ -522,6 +522,16 @@ ngx_http_conductor_price_t *ngx_http_conductor_find_price(
 char *ngx_http_conductor_usage(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+/* errors: what a status is called in each dialect */
+typedef struct {
+    ngx_uint_t                        status;    /* 0: by class */
+    const char                       *type[NGX_HTTP_CONDUCTOR_NDIALECTS];
+    const char                       *message;   /* when none is given */
+} ngx_http_conductor_error_kind_t;
+
+const ngx_http_conductor_error_kind_t *ngx_http_conductor_error_kind(
+    ngx_uint_t status);
+
 /* models list and the embedded mock provider */
 char *ngx_http_conductor_models(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

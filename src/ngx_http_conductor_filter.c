@@ -258,75 +258,15 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
     const char       *type, *msg, *code;
     ngx_table_elt_t  *h;
 
+    const ngx_http_conductor_error_kind_t  *kind;
+
     status = r->headers_out.status;
     msg = ctx->error;
     code = ctx->error_code;
 
-    switch (status) {
-
-    case NGX_HTTP_BAD_REQUEST:
-        type = "invalid_request_error";
-        msg = msg ? msg : "bad request";
-        break;
-
-    case NGX_HTTP_UNAUTHORIZED:
-        type = "authentication_error";
-        msg = msg ? msg : "authentication required";
-        break;
-
-    case NGX_HTTP_FORBIDDEN:
-        type = "permission_error";
-        msg = msg ? msg : "forbidden";
-        break;
-
-    case NGX_HTTP_NOT_FOUND:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? "not_found_error" : "invalid_request_error";
-        msg = msg ? msg : "not found";
-        break;
-
-    case NGX_HTTP_NOT_ALLOWED:
-        type = "invalid_request_error";
-        msg = msg ? msg : "method not allowed";
-        break;
-
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? "request_too_large" : "invalid_request_error";
-        msg = msg ? msg : "the request body is too large";
-        break;
-
-    case NGX_HTTP_TOO_MANY_REQUESTS:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? "rate_limit_error" : "rate_limit_exceeded";
-        msg = msg ? msg : "rate limited";
-        break;
-
-    case NGX_HTTP_BAD_GATEWAY:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? "api_error" : "server_error";
-        msg = msg ? msg : "no provider answered: every attempt failed";
-        break;
-
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? "overloaded_error" : "server_error";
-        msg = msg ? msg : "service unavailable";
-        break;
-
-    case NGX_HTTP_GATEWAY_TIME_OUT:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? "api_error" : "server_error";
-        msg = msg ? msg : "the provider timed out";
-        break;
-
-    default:
-        type = ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_ANTHROPIC
-               ? (status < 500 ? "invalid_request_error" : "api_error")
-               : (status < 500 ? "invalid_request_error" : "server_error");
-        msg = msg ? msg : (status < 500 ? "request error" : "server error");
-        break;
-    }
+    kind = ngx_http_conductor_error_kind(status);
+    type = kind->type[ngx_http_conductor_dialect(ctx)];
+    msg = msg ? msg : kind->message;
 
     mlen = ngx_http_conductor_json_escape_len((u_char *) msg, ngx_strlen(msg));
     clen = code ? ngx_strlen(code) + 2 : 4;

@@ -41,9 +41,9 @@ typedef struct {
 } ngx_http_conductor_mock_shape_t;
 
 
+/* the type of an error follows from its status: see errors.c */
 typedef struct {
     ngx_int_t                         status;
-    const char                       *type[NGX_HTTP_CONDUCTOR_NDIALECTS];
     const char                       *message;
 } ngx_http_conductor_mock_error_t;
 
@@ -309,14 +309,11 @@ static const char  *ngx_http_conductor_mock_error_tpl[] = {
 
 static ngx_http_conductor_mock_error_t  ngx_http_conductor_mock_errors[] = {
     { NGX_HTTP_BAD_REQUEST,
-      { "invalid_request_error", "invalid_request_error" },
       "mock provider: the request body is not a JSON object" },
     { NGX_HTTP_NOT_FOUND,
-      { "invalid_request_error", "not_found_error" },
       "mock provider: unknown endpoint; it serves chat/completions, "
       "completions, embeddings, responses, messages and models" },
     { NGX_HTTP_NOT_ALLOWED,
-      { "invalid_request_error", "invalid_request_error" },
       "mock provider: method not allowed" }
 };
 
@@ -994,7 +991,8 @@ ngx_http_conductor_mock_render(u_char *dst, const char *tpl,
             break;
 
         case 'E':
-            sub = ctx->error->type[ctx->dialect];
+            sub = ngx_http_conductor_error_kind(ctx->error->status)
+                      ->type[ctx->dialect];
             break;
 
         case 'M':
