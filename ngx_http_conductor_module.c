@@ -229,6 +229,8 @@ ngx_http_conductor_preconfiguration(ngx_conf_t *cf)
 }
 
 
+/* every hook of the module: its phase handlers here, its filters below */
+
 static ngx_int_t
 ngx_http_conductor_postconfiguration(ngx_conf_t *cf)
 {
@@ -243,6 +245,13 @@ ngx_http_conductor_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_conductor_route_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_conductor_log_handler;
 
     return ngx_http_conductor_filter_init(cf);
 }

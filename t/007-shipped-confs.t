@@ -9,7 +9,11 @@ my $env = harness_env();
 my $root = $env->{TEST_NGINX_ROOT};
 my $module = $ENV{TEST_NGINX_MODULE} // "$root/build/ngx_http_conductor_module.so";
 my $prefix = "$env->{TEST_NGINX_SERVROOT}-shipped";
-my ($gw, $mock) = ($env->{TEST_NGINX_MOCK_PORT3} + 200, $env->{TEST_NGINX_MOCK_PORT3} + 201);
+# this file never starts the harness's nginx or mock: their two ports, found
+# free for this file when it began, are the gateway's and the embedded
+# mock's (ports merely near them were never checked: another test's
+# server, or another test's client of a "dead" port, could be there)
+my ($gw, $mock) = ($env->{TEST_NGINX_PORT}, $env->{TEST_NGINX_MOCK_PORT});
 
 File::Path::remove_tree($prefix);
 File::Path::make_path("$prefix/conf", "$prefix/logs");
@@ -48,20 +52,28 @@ $r = http_request(POST => '/v1/messages', { 'anthropic-version' => '2023-06-01' 
     '{"model":"claude","max_tokens":8,"messages":[]}', port => $gw);
 is $r->{json}{type}, 'message', 'anthropic';
 
-# this nginx is not the harness's and runs several workers: a request is
-# counted and logged by its worker after the answer, maybe after a next
-# request was served by another one; so both are awaited
-my $st = status_wait(sub { ($_->{totals}{requests} // 0) >= 3 }, port => $gw);
-is $st->{totals}{requests}, 3, 'status counts them';
-cmp_ok $st->{totals}{cost_usd}, '>', 0, 'priced';
-
+# This nginx is not the harness's and runs several workers. A request is
+# counted (and logged) in its LOG phase, which nginx runs when it closes the
+# connection; for a request with a body that is a lingering close: nginx
+# shuts its side down (the client sees the end of the answer), then waits
+# for the client's close, for up to lingering_timeout (5 s, as long as the
+# harness's default wait). So a status read, served by any worker, can come
+# before the last request is counted (about one read in seven did, on a
+# quiet machine): first the usage log (written in the LOG phase, right
+# before the module counts), then the counters, each awaited well past 5 s.
 my @records;
 wait_for(sub {
     open my $log, '<', "$prefix/logs/usage.log" or return 0;
     @records = grep { $_->{uri} =~ m{^/v1/} } map { JSON::PP::decode_json($_) } <$log>;
     return @records >= 3;
-}, what => 'the usage log records of the three requests');
+}, timeout => 15, what => 'the usage log records of the three requests');
 is_deeply [ sort map { $_->{model} } @records ], [qw(claude fast fast)], 'the usage log records';
+
+my $st = status_wait(sub { ($_->{totals}{requests} // 0) >= 3 }, port => $gw, timeout => 15);
+is $st->{totals}{requests}, 3, 'status counts them'
+    or diag 'per provider: ' . join(' ', map { "$_->{name}=$_->{requests}" } @{ $st->{providers} || [] })
+        . '; usage log: ' . join(' ', map { "$_->{uri}:$_->{model}" } @records);
+cmp_ok $st->{totals}{cost_usd}, '>', 0, 'priced';
 
 open my $pidf, '<', "$prefix/logs/nginx.pid" or die $!;
 chomp(my $pid = <$pidf>);
