@@ -170,6 +170,19 @@ ngx_http_conductor_ratelimit_header(ngx_http_conductor_ratelimit_t *rl,
     const unsigned char                        *p, *end;
     const ngx_http_conductor_ratelimit_name_t  *h;
 
+    /* every answer has headers, few are ours: retry-after*, x-ratelimit-*,
+     * anthropic-ratelimit-*; the first byte turns the rest away */
+    if (name_len < 11) {
+        return;
+    }
+
+    switch (name[0] | 0x20) {
+    case 'a': case 'r': case 'x':
+        break;
+    default:
+        return;
+    }
+
     for (h = ngx_http_conductor_ratelimit_names; h->name; h++) {
         if (ngx_http_conductor_ratelimit_is(name, name_len, h->name, h->len))
         {

@@ -79,7 +79,7 @@ my %conf = (
     conductor_model claude-fast { mockant mock-claude-haiku; }
     # t/sdk/stream-faults.test.mjs: streams the provider breaks, on keys of
     # their own; a broken stream feeds the key's breaker, which must not open
-    # during the run (every later request on that key would get a 429)
+    # during the run (every later request on that key would get a 503)
     conductor_breaker failures=1000 timeout=1s;
     conductor_provider mockfault {
         url http://127.0.0.1:$TEST_NGINX_MOCK_PORT3/v1;
@@ -99,6 +99,9 @@ HTTP
         location /v1/ {
             conductor_route;
             include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
+            # beside the shipped allowlist: the tests' own headers
+            proxy_set_header X-Mock $http_x_mock;
+            proxy_set_header X-Sdk-Test-Id $http_x_sdk_test_id;
         }
         location = /v1/models {
             conductor_models;
@@ -107,6 +110,9 @@ HTTP
         location /short/v1/ {
             conductor_route;
             include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
+            # beside the shipped allowlist: the tests' own headers
+            proxy_set_header X-Mock $http_x_mock;
+            proxy_set_header X-Sdk-Test-Id $http_x_sdk_test_id;
             proxy_read_timeout 1s;
         }
 SERVER
