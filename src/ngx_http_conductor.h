@@ -297,6 +297,56 @@ typedef struct {
 } ngx_http_conductor_balancer_conf_t;
 
 
+/*
+ * The accounting of an answer (filters read it, the LOG phase commits it):
+ * the usage the provider gave, the final usage (given, or estimated) and
+ * its cost.
+ */
+typedef struct {
+    ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
+    ngx_http_conductor_usage_t        usage;     /* as the provider said */
+    ngx_http_conductor_usage_t        final;     /* said, or estimated */
+    ngx_http_conductor_money_t        cost;
+    ngx_http_conductor_sse_t         *sse;       /* a stream's parser */
+    ngx_http_conductor_sse_scan_t    *scan;      /* a long JSON body's */
+    off_t                             body_bytes;  /* of the answer */
+
+    unsigned                          json_done:1; /* read in one piece */
+    unsigned                          final_done:1;
+    unsigned                          estimated:1;
+    unsigned                          priced:1;
+} ngx_http_conductor_account_t;
+
+
+/*
+ * A stream (SSE answer) on its way to the client: the usage-only chunk
+ * taken out for a client that did not ask for it (strip mode), and its
+ * end, judged complete or not (a cut or stalled stream ends with an error
+ * event of the gateway's).
+ */
+typedef struct {
+    ngx_http_conductor_strip_t       *strip;     /* NULL: not strip mode */
+    ngx_buf_t                        *strip_buf; /* the piece being fed */
+    ngx_chain_t                     **strip_ll;  /* where its output goes */
+    ngx_chain_t                      *free;      /* our own buffers */
+    ngx_chain_t                      *busy;
+    void                            (*upstream_finalize)(
+                                          ngx_http_request_t *r,
+                                          ngx_int_t rc);  /* the proxy's */
+    ngx_event_t                       idle_ev;   /* conductor_stream_timeout */
+    ngx_msec_t                        last_data; /* when a byte came */
+    u_char                            last2[2];  /* the stream's last bytes */
+    ngx_uint_t                        stream_error;  /* 0, ERR_STREAM_* */
+
+    unsigned                          strip_used:1;  /* strip_buf is sent */
+    unsigned                          stream_done:1;   /* its end judged */
+    unsigned                          stream_ended:1;  /* we ended it */
+    unsigned                          passing:1;   /* our own end event */
+    unsigned                          keepalive:1;  /* before a failed end */
+    unsigned                          finished:1;  /* the body ended */
+} ngx_http_conductor_answer_t;
+
+
 typedef struct {
     ngx_http_request_t               *request;
     ngx_http_conductor_model_t       *model;     /* NULL: unknown model */
@@ -333,9 +383,6 @@ typedef struct {
     ngx_uint_t                        peer_gets; /* balancer calls */
     ngx_http_conductor_balancer_conf_t  *bcf;
 
-    ngx_str_t                         auth;      /* Authorization value */
-    ngx_str_t                         api_key;   /* x-api-key value */
-
     ngx_int_t                         status;    /* of the precontent phase */
     const char                       *error;     /* message for the client */
     const char                       *error_code;
@@ -344,29 +391,8 @@ typedef struct {
     ngx_msec_t                        start;
     ngx_msec_t                        ttfb;      /* to the answer's header */
 
-    /* usage of the answer (the accounting) */
-    ngx_http_conductor_provider_t    *usage_provider;  /* conductor_usage */
-    ngx_http_conductor_usage_t        usage;     /* as the provider said */
-    ngx_http_conductor_usage_t        final;     /* said, or estimated */
-    ngx_http_conductor_money_t        cost;
-    ngx_http_conductor_sse_t         *sse;
-    ngx_http_conductor_sse_scan_t    *scan;
-    off_t                             body_bytes;  /* of the answer */
-
-    /* a stream (SSE answer): its end, and the usage-only chunk taken out
-     * for a client that did not ask for it (strip mode) */
-    ngx_http_conductor_strip_t       *strip;     /* NULL: not strip mode */
-    ngx_buf_t                        *strip_buf; /* the piece being fed */
-    ngx_chain_t                     **strip_ll;  /* where its output goes */
-    ngx_chain_t                      *free;      /* our own buffers */
-    ngx_chain_t                      *busy;
-    void                            (*upstream_finalize)(
-                                          ngx_http_request_t *r,
-                                          ngx_int_t rc);  /* the proxy's */
-    ngx_event_t                       idle_ev;   /* conductor_stream_timeout */
-    ngx_msec_t                        last_data; /* when a byte came */
-    u_char                            last2[2];  /* the stream's last bytes */
-    ngx_uint_t                        stream_error;  /* 0, ERR_STREAM_* */
+    ngx_http_conductor_account_t      account;   /* what the answer used */
+    ngx_http_conductor_answer_t       answer;    /* a stream on its way */
 
     unsigned                          stream:1;
     unsigned                          client_usage:1;  /* asked for it */
@@ -374,16 +400,6 @@ typedef struct {
     unsigned                          more:1;    /* another had room */
     unsigned                          retry_same:1;
     unsigned                          observe:2;   /* NONE, JSON, SSE */
-    unsigned                          strip_used:1;  /* strip_buf is sent */
-    unsigned                          stream_done:1;   /* its end judged */
-    unsigned                          stream_ended:1;  /* we ended it */
-    unsigned                          passing:1;   /* our own end event */
-    unsigned                          keepalive:1;  /* before a failed end */
-    unsigned                          finished:1;  /* the body ended */
-    unsigned                          json_done:1; /* read in one piece */
-    unsigned                          final_done:1;
-    unsigned                          estimated:1;
-    unsigned                          priced:1;
     unsigned                          committed:1;
     unsigned                          queued:1;
     unsigned                          error_replace:1;

@@ -30,13 +30,13 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
     ngx_http_conductor_usage_t     *u;
     ngx_http_conductor_price_t     *price;
 
-    u = &ctx->final;
+    u = &ctx->account.final;
 
-    if (ctx->final_done) {
+    if (ctx->account.final_done) {
         return u;
     }
 
-    ctx->final_done = 1;
+    ctx->account.final_done = 1;
 
     ngx_http_conductor_usage_init(u, ctx->endpoint);
 
@@ -47,26 +47,26 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
         return u;
     }
 
-    if (ctx->usage.found
-        && !(ctx->stream_error && !ctx->usage.delta
+    if (ctx->account.usage.found
+        && !(ctx->answer.stream_error && !ctx->account.usage.delta
              && ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_MESSAGES))
     {
-        *u = ctx->usage;
+        *u = ctx->account.usage;
 
-    } else if (ctx->usage.found) {
+    } else if (ctx->account.usage.found) {
         /* a cut Anthropic stream: message_start's input is exact, its
          * output a placeholder; what came is estimated */
-        *u = ctx->usage;
-        u->completion = (ctx->body_bytes + 3) / 4;
+        *u = ctx->account.usage;
+        u->completion = (ctx->account.body_bytes + 3) / 4;
         u->total = u->prompt + u->completion;
-        ctx->estimated = 1;
+        ctx->account.estimated = 1;
 
     } else {
         in = ctx->body_len ? (off_t) ctx->body_len
                            : r->headers_in.content_length_n;
 
         u->prompt = in > 0 ? (in + 3) / 4 : 0;
-        u->completion = (ctx->body_bytes + 3) / 4;
+        u->completion = (ctx->account.body_bytes + 3) / 4;
 
         if (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_EMBEDDINGS) {
             u->completion = 0;
@@ -74,7 +74,7 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
 
         u->total = u->prompt + u->completion;
         u->found = 1;
-        ctx->estimated = 1;
+        ctx->account.estimated = 1;
     }
 
     /* the price of the model the provider was asked for */
@@ -84,23 +84,21 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
     if (cand && cand->model.len) {
         price = cand->price;
 
-    } else if (cand || ctx->usage_provider) {
+    } else if (cand || ctx->account.usage_provider) {
         model = ctx->alias;
-        price = ngx_http_conductor_find_price(cand ? cand->provider
-                                                   : ctx->usage_provider,
-                                              &model);
+        price = ngx_http_conductor_find_price(
+                    cand ? cand->provider : ctx->account.usage_provider,
+                    &model);
     }
 
     if (price) {
-        ctx->priced = 1;
+        ctx->account.priced = 1;
         /* pico-USD per token, at their own rates for cache reads and
          * writes; exact over every accepted count (no wrap) */
-        ctx->cost = ngx_http_conductor_money_cost(u->prompt, u->completion,
-                                                  u->cached,
-                                                  u->cache_creation,
-                                                  price->input, price->output,
-                                                  price->cached_input,
-                                                  price->cache_write);
+        ctx->account.cost = ngx_http_conductor_money_cost(u->prompt,
+                                u->completion, u->cached, u->cache_creation,
+                                price->input, price->output,
+                                price->cached_input, price->cache_write);
     }
 
     return u;
@@ -130,7 +128,7 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    if (ctx->attempts == 0 && ctx->usage_provider == NULL) {
+    if (ctx->attempts == 0 && ctx->account.usage_provider == NULL) {
         /* answered by the gateway itself, nothing sent upstream (every
          * key at its limit, none that could serve it, a bad body) */
         lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
@@ -154,8 +152,8 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
                  ? us->header_time : 0;
         o.err = ngx_http_conductor_ledger_class(o.status, NGX_DECLINED);
 
-        if (o.err == NGX_DECLINED && ctx->stream_error) {
-            o.err = ctx->stream_error;
+        if (o.err == NGX_DECLINED && ctx->answer.stream_error) {
+            o.err = ctx->answer.stream_error;
         }
 
         ngx_http_conductor_ledger_hints(r, &o);
@@ -181,7 +179,7 @@ ngx_http_conductor_answer_class(ngx_http_request_t *r,
     if (status >= NGX_HTTP_OK && status < NGX_HTTP_BAD_REQUEST
         && !ctx->error_replace)
     {
-        return ctx->stream_error ? (ngx_int_t) ctx->stream_error
+        return ctx->answer.stream_error ? (ngx_int_t) ctx->answer.stream_error
                                  : NGX_DECLINED;
     }
 

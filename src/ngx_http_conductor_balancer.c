@@ -191,8 +191,8 @@ ngx_http_conductor_balancer_init_peer(ngx_http_request_t *r,
 
     if (ctx == NULL || ctx->cand == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "upstream \"%V\" uses conductor_balancer, but the "
-                      "location has no conductor_route", &us->host);
+                      "conductor: upstream \"%V\" uses conductor_balancer, "
+                      "but the location has no conductor_route", &us->host);
         return NGX_ERROR;
     }
 
@@ -261,9 +261,9 @@ ngx_http_conductor_balancer_get(ngx_peer_connection_t *pc, void *data)
 #if (NGX_HTTP_SSL)
     if (p->ssl && u->conf->ssl == NULL) {
         ngx_log_error(NGX_LOG_ERR, pc->log, 0,
-                      "provider \"%V\" is https, but proxy_pass of this "
-                      "location is neither https nor a variable: include "
-                      "conductor_proxy.conf", &p->name);
+                      "conductor: provider \"%V\" is https, but proxy_pass "
+                      "of this location is neither https nor a variable: "
+                      "include conductor_proxy.conf", &p->name);
         return NGX_ERROR;
     }
 

@@ -174,11 +174,11 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
-    if (ctx == NULL || r != r->main || ctx->passing) {
+    if (ctx == NULL || r != r->main || ctx->answer.passing) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (!ctx->error_replace && !ctx->stream_ended) {
+    if (!ctx->error_replace && !ctx->answer.stream_ended) {
 
         switch (ctx->observe) {
 
@@ -193,7 +193,7 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_next_body_filter(r, in);
 
         default:
-            if (ctx->strip) {
+            if (ctx->answer.strip) {
                 return ngx_http_conductor_strip(r, ctx, in);
             }
 
@@ -210,12 +210,12 @@ ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         cl->buf->file_pos = cl->buf->file_last;
     }
 
-    if (ctx->stream_ended) {
+    if (ctx->answer.stream_ended) {
         /*
          * the upstream, failing, has just turned keepalive off before this
          * flush; the answer we ended is whole, the connection can stay
          */
-        r->keepalive = ctx->keepalive;
+        r->keepalive = ctx->answer.keepalive;
         return ngx_http_next_body_filter(r, NULL);
     }
 
@@ -398,7 +398,7 @@ ngx_http_conductor_observe(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    ngx_http_conductor_usage_init(&ctx->usage, ctx->endpoint);
+    ngx_http_conductor_usage_init(&ctx->account.usage, ctx->endpoint);
 
     ce = r->headers_out.content_encoding;
 
@@ -453,40 +453,42 @@ ngx_http_conductor_observe_stream(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    ctx->sse = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_t));
+    ctx->account.sse = ngx_palloc(r->pool, sizeof(ngx_http_conductor_sse_t));
     tail = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_STREAM_TAIL);
 
-    if (ctx->sse == NULL || tail == NULL) {
+    if (ctx->account.sse == NULL || tail == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_http_conductor_sse_init(ctx->sse, NGX_HTTP_CONDUCTOR_SSE_LINE_MAX,
+    ngx_http_conductor_sse_init(ctx->account.sse,
+                                NGX_HTTP_CONDUCTOR_SSE_LINE_MAX,
                                 ngx_http_conductor_usage_sse_handler,
-                                &ctx->usage);
+                                &ctx->account.usage);
 
     /* the line buffer grows in the request's pool; a grown-out one goes
      * back at once (a large allocation is freed by ngx_pfree) */
-    ngx_http_conductor_sse_set_allocator(ctx->sse,
+    ngx_http_conductor_sse_set_allocator(ctx->account.sse,
                                          ngx_http_conductor_sse_alloc,
                                          ngx_http_conductor_sse_free,
                                          r->pool);
 
-    ngx_http_conductor_sse_set_tail(ctx->sse, tail,
+    ngx_http_conductor_sse_set_tail(ctx->account.sse, tail,
                                     NGX_HTTP_CONDUCTOR_STREAM_TAIL);
 
     ctx->observe = NGX_HTTP_CONDUCTOR_OBSERVE_SSE;
-    ctx->last_data = ngx_current_msec;
+    ctx->answer.last_data = ngx_current_msec;
 
     /* the usage chunk the gateway asked for, the client did not */
     if (ctx->added_usage && !ctx->client_usage && lcf->route) {
-        ctx->strip = ngx_palloc(r->pool, sizeof(ngx_http_conductor_strip_t));
+        ctx->answer.strip = ngx_palloc(r->pool,
+                                       sizeof(ngx_http_conductor_strip_t));
         held = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX);
 
-        if (ctx->strip == NULL || held == NULL) {
+        if (ctx->answer.strip == NULL || held == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_http_conductor_strip_init(ctx->strip, held,
+        ngx_http_conductor_strip_init(ctx->answer.strip, held,
                                       NGX_HTTP_CONDUCTOR_SSE_USAGE_MAX,
                                       ngx_http_conductor_strip_emit, ctx);
 
@@ -501,7 +503,7 @@ ngx_http_conductor_observe_stream(ngx_http_request_t *r,
     }
 
     /* an upstream that fails after the header: we end the stream first */
-    ctx->upstream_finalize = u->finalize_request;
+    ctx->answer.upstream_finalize = u->finalize_request;
     u->finalize_request = ngx_http_conductor_stream_finalize;
 
     if (lcf->stream_idle == 0) {
@@ -516,11 +518,11 @@ ngx_http_conductor_observe_stream(ngx_http_request_t *r,
     cln->handler = ngx_http_conductor_stream_cleanup;
     cln->data = ctx;
 
-    ctx->idle_ev.handler = ngx_http_conductor_stream_idle;
-    ctx->idle_ev.data = r;
-    ctx->idle_ev.log = r->connection->log;
+    ctx->answer.idle_ev.handler = ngx_http_conductor_stream_idle;
+    ctx->answer.idle_ev.data = r;
+    ctx->answer.idle_ev.log = r->connection->log;
 
-    ngx_add_timer(&ctx->idle_ev, lcf->stream_idle);
+    ngx_add_timer(&ctx->answer.idle_ev, lcf->stream_idle);
 
     return NGX_OK;
 }
@@ -538,46 +540,47 @@ ngx_http_conductor_feed_json(ngx_http_request_t *r,
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (!ctx->finished && ngx_buf_in_memory(b) && b->last > b->pos) {
+        if (!ctx->answer.finished && ngx_buf_in_memory(b) && b->last > b->pos) {
             len = b->last - b->pos;
 
-            if (ctx->body_bytes == 0
+            if (ctx->account.body_bytes == 0
                 && r->headers_out.content_length_n == (off_t) len)
             {
                 /* the whole answer in one buffer: read in place */
-                (void) ngx_http_conductor_usage_parse_object(&ctx->usage,
-                                                             b->pos, len);
-                ctx->json_done = 1;
+                (void) ngx_http_conductor_usage_parse_object(
+                                           &ctx->account.usage, b->pos, len);
+                ctx->account.json_done = 1;
 
-            } else if (!ctx->json_done) {
+            } else if (!ctx->account.json_done) {
 
-                if (ctx->scan == NULL) {
-                    ctx->scan = ngx_palloc(r->pool,
+                if (ctx->account.scan == NULL) {
+                    ctx->account.scan = ngx_palloc(r->pool,
                                         sizeof(ngx_http_conductor_sse_scan_t));
                     buf = ngx_pnalloc(r->pool,
                                       NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
 
-                    if (ctx->scan == NULL || buf == NULL) {
+                    if (ctx->account.scan == NULL || buf == NULL) {
                         return NGX_ERROR;
                     }
 
                     /* megabytes are scanned as they pass, never buffered */
-                    ngx_http_conductor_sse_scan_init(ctx->scan, buf,
+                    ngx_http_conductor_sse_scan_init(ctx->account.scan, buf,
                                              NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
                 }
 
-                ngx_http_conductor_sse_scan_feed(ctx->scan, b->pos, len);
+                ngx_http_conductor_sse_scan_feed(ctx->account.scan, b->pos,
+                                                 len);
             }
 
-            ctx->body_bytes += len;
+            ctx->account.body_bytes += len;
         }
 
-        if (b->last_buf && !ctx->finished) {
-            ctx->finished = 1;
+        if (b->last_buf && !ctx->answer.finished) {
+            ctx->answer.finished = 1;
 
-            if (ctx->scan) {
-                (void) ngx_http_conductor_usage_parse_scan(&ctx->usage,
-                                                           ctx->scan);
+            if (ctx->account.scan) {
+                (void) ngx_http_conductor_usage_parse_scan(&ctx->account.usage,
+                                                           ctx->account.scan);
             }
         }
     }
@@ -673,20 +676,20 @@ ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
         if (ngx_buf_in_memory(b) && b->last > b->pos) {
             ngx_http_conductor_stream_bytes(ctx, b->pos, b->last - b->pos);
 
-            ctx->strip_buf = b;
-            ctx->strip_used = 0;
-            ctx->strip_ll = ll;
+            ctx->answer.strip_buf = b;
+            ctx->answer.strip_used = 0;
+            ctx->answer.strip_ll = ll;
 
-            ngx_http_conductor_strip_feed(ctx->strip, b->pos,
+            ngx_http_conductor_strip_feed(ctx->answer.strip, b->pos,
                                           b->last - b->pos);
 
-            if (ctx->strip_ll == NULL) {
+            if (ctx->answer.strip_ll == NULL) {
                 return NGX_ERROR;
             }
 
-            ll = ctx->strip_ll;
+            ll = ctx->answer.strip_ll;
 
-            if (!ctx->strip_used) {
+            if (!ctx->answer.strip_used) {
                 /* held or taken out: nothing of it goes, it is consumed */
                 b->pos = b->last;
             }
@@ -715,7 +718,7 @@ ngx_http_conductor_strip(ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
 
     rc = ngx_http_next_body_filter(r, out);
 
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+    ngx_chain_update_chains(r->pool, &ctx->answer.free, &ctx->answer.busy, &out,
                             (ngx_buf_tag_t) &ngx_http_conductor_module);
 
     return rc;
@@ -733,37 +736,37 @@ ngx_http_conductor_strip_emit(void *data, const u_char *p, size_t len,
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
-    if (ctx->strip_ll == NULL) {
+    if (ctx->answer.strip_ll == NULL) {
         return;
     }
 
-    if (!own && !ctx->strip_used && ctx->strip_buf) {
+    if (!own && !ctx->answer.strip_used && ctx->answer.strip_buf) {
         /* a range of the upstream's buffer goes in that buffer */
         cl = ngx_alloc_chain_link(ctx->request->pool);
         if (cl == NULL) {
-            ctx->strip_ll = NULL;
+            ctx->answer.strip_ll = NULL;
             return;
         }
 
-        b = ctx->strip_buf;
+        b = ctx->answer.strip_buf;
         b->pos = (u_char *) p;
         b->last = (u_char *) p + len;
 
         cl->buf = b;
-        ctx->strip_used = 1;
+        ctx->answer.strip_used = 1;
 
     } else {
         cl = ngx_http_conductor_own_buf(ctx->request, ctx, len);
         if (cl == NULL) {
-            ctx->strip_ll = NULL;
+            ctx->answer.strip_ll = NULL;
             return;
         }
 
         cl->buf->last = ngx_cpymem(cl->buf->pos, p, len);
     }
 
-    *ctx->strip_ll = cl;
-    ctx->strip_ll = &cl->next;
+    *ctx->answer.strip_ll = cl;
+    ctx->answer.strip_ll = &cl->next;
 }
 
 
@@ -773,13 +776,13 @@ static void
 ngx_http_conductor_stream_bytes(ngx_http_conductor_ctx_t *ctx, u_char *p,
     size_t len)
 {
-    ngx_http_conductor_sse_feed(ctx->sse, p, len);
+    ngx_http_conductor_sse_feed(ctx->account.sse, p, len);
 
-    ctx->body_bytes += len;
-    ctx->last_data = ngx_current_msec;
+    ctx->account.body_bytes += len;
+    ctx->answer.last_data = ngx_current_msec;
 
-    ctx->last2[0] = len > 1 ? p[len - 2] : ctx->last2[1];
-    ctx->last2[1] = p[len - 1];
+    ctx->answer.last2[0] = len > 1 ? p[len - 2] : ctx->answer.last2[1];
+    ctx->answer.last2[1] = p[len - 1];
 }
 
 
@@ -793,35 +796,36 @@ static ngx_uint_t
 ngx_http_conductor_stream_judge(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_int_t rc)
 {
-    if (ctx->stream_done) {
-        return ctx->stream_error;
+    if (ctx->answer.stream_done) {
+        return ctx->answer.stream_error;
     }
 
-    ctx->stream_done = 1;
-    ctx->finished = 1;
+    ctx->answer.stream_done = 1;
+    ctx->answer.finished = 1;
 
-    if (ctx->idle_ev.timer_set) {
-        ngx_del_timer(&ctx->idle_ev);
+    if (ctx->answer.idle_ev.timer_set) {
+        ngx_del_timer(&ctx->answer.idle_ev);
     }
 
-    ngx_http_conductor_sse_finish(ctx->sse);
+    ngx_http_conductor_sse_finish(ctx->account.sse);
 
-    if (ctx->usage.terminal) {
+    if (ctx->account.usage.terminal) {
         /* all there: a connection cut after it changes nothing */
         return 0;
     }
 
-    ctx->stream_error = (rc == NGX_HTTP_GATEWAY_TIME_OUT)
+    ctx->answer.stream_error = (rc == NGX_HTTP_GATEWAY_TIME_OUT)
                         ? NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT
                         : NGX_HTTP_CONDUCTOR_ERR_STREAM_CUT;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "conductor: the provider's stream %s after %O bytes "
                   "without its last event: the client gets an error event",
-                  ctx->stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT
-                  ? "went quiet" : "ended", ctx->body_bytes);
+                  (ctx->answer.stream_error
+                   == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT)
+                  ? "went quiet" : "ended", ctx->account.body_bytes);
 
-    return ctx->stream_error;
+    return ctx->answer.stream_error;
 }
 
 
@@ -836,20 +840,21 @@ ngx_http_conductor_stream_end(ngx_http_request_t *r,
 {
     ngx_chain_t  *cl;
 
-    if (ctx->strip) {
-        ctx->strip_buf = NULL;
-        ctx->strip_ll = ll;
+    if (ctx->answer.strip) {
+        ctx->answer.strip_buf = NULL;
+        ctx->answer.strip_ll = ll;
 
-        ngx_http_conductor_strip_finish(ctx->strip, ctx->stream_error == 0);
+        ngx_http_conductor_strip_finish(ctx->answer.strip,
+                                        ctx->answer.stream_error == 0);
 
-        if (ctx->strip_ll == NULL) {
+        if (ctx->answer.strip_ll == NULL) {
             return NULL;
         }
 
-        ll = ctx->strip_ll;
+        ll = ctx->answer.strip_ll;
     }
 
-    if (ctx->stream_error) {
+    if (ctx->answer.stream_error) {
         cl = ngx_alloc_chain_link(r->pool);
         if (cl == NULL) {
             return NULL;
@@ -898,7 +903,7 @@ ngx_http_conductor_stream_error_event(ngx_http_request_t *r,
     ngx_buf_t   *buf;
     const char  *code, *msg, *sep;
 
-    if (ctx->stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT) {
+    if (ctx->answer.stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT) {
         code = "stream_timeout";
         msg = "the provider sent nothing for too long: the stream was ended "
               "before it was complete";
@@ -909,10 +914,10 @@ ngx_http_conductor_stream_error_event(ngx_http_request_t *r,
     }
 
     /* an event the cut left open is ended first */
-    a = ctx->last2[0];
-    b = ctx->last2[1];
+    a = ctx->answer.last2[0];
+    b = ctx->answer.last2[1];
 
-    if (ctx->body_bytes == 0 || (a == b && (b == '\n' || b == '\r'))) {
+    if (ctx->account.body_bytes == 0 || (a == b && (b == '\n' || b == '\r'))) {
         sep = "";
 
     } else if (b == '\n' || b == '\r') {
@@ -975,33 +980,34 @@ ngx_http_conductor_stream_finalize(ngx_http_request_t *r, ngx_int_t rc)
         && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST
         && rc != NGX_HTTP_REQUEST_TIME_OUT
         && r->upstream->header_sent
-        && !ctx->stream_done && !ctx->stream_ended
+        && !ctx->answer.stream_done && !ctx->answer.stream_ended
         && !r->connection->error)
     {
         (void) ngx_http_conductor_stream_judge(r, ctx, rc);
 
-        ctx->keepalive = r->keepalive;
+        ctx->answer.keepalive = r->keepalive;
         out = NULL;
         ll = ngx_http_conductor_stream_end(r, ctx, &out);
 
         if (ll) {
             *ll = NULL;
 
-            ctx->passing = 1;
+            ctx->answer.passing = 1;
             (void) ngx_http_output_filter(r, out);
-            ctx->passing = 0;
+            ctx->answer.passing = 0;
 
-            if (ctx->strip) {
-                ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy,
-                                     &out,
-                                     (ngx_buf_tag_t) &ngx_http_conductor_module);
+            if (ctx->answer.strip) {
+                ngx_chain_update_chains(r->pool, &ctx->answer.free,
+                                        &ctx->answer.busy, &out,
+                                        (ngx_buf_tag_t)
+                                            &ngx_http_conductor_module);
             }
         }
 
-        ctx->stream_ended = 1;
+        ctx->answer.stream_ended = 1;
     }
 
-    ctx->upstream_finalize(r, rc);
+    ctx->answer.upstream_finalize(r, rc);
 }
 
 
@@ -1025,11 +1031,11 @@ ngx_http_conductor_stream_idle(ngx_event_t *ev)
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    if (ctx == NULL || ctx->stream_done || r->upstream == NULL) {
+    if (ctx == NULL || ctx->answer.stream_done || r->upstream == NULL) {
         return;
     }
 
-    idle = ngx_current_msec - ctx->last_data;
+    idle = ngx_current_msec - ctx->answer.last_data;
 
     if (idle < lcf->stream_idle) {
         ngx_add_timer(ev, lcf->stream_idle - idle);
@@ -1056,8 +1062,8 @@ ngx_http_conductor_stream_cleanup(void *data)
 {
     ngx_http_conductor_ctx_t *ctx = data;
 
-    if (ctx->idle_ev.timer_set) {
-        ngx_del_timer(&ctx->idle_ev);
+    if (ctx->answer.idle_ev.timer_set) {
+        ngx_del_timer(&ctx->answer.idle_ev);
     }
 }
 
@@ -1071,7 +1077,7 @@ ngx_http_conductor_own_buf(ngx_http_request_t *r,
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
-    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->answer.free);
     if (cl == NULL) {
         return NULL;
     }

@@ -27,7 +27,7 @@ static ngx_int_t ngx_http_conductor_ledger_slot_get(
     ngx_http_conductor_shctx_t *sh);
 static void ngx_http_conductor_ledger_reclaim(ngx_http_conductor_shctx_t *sh,
     ngx_uint_t slot, ngx_log_t *log);
-static ngx_msec_t ngx_http_conductor_ledger_wait(
+static ngx_msec_t ngx_http_conductor_ledger_delay(
     ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_ctx_t *ctx,
     ngx_http_conductor_cand_t *c, uint64_t now_ms, time_t now,
     ngx_uint_t *why);
@@ -230,7 +230,7 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
     for (i = 0; i < ctx->ncands; i++) {
         c = &ctx->cands[i];
 
-        wait = ngx_http_conductor_ledger_wait(cmcf, ctx, c, now_ms, now,
+        wait = ngx_http_conductor_ledger_delay(cmcf, ctx, c, now_ms, now,
                                               &why);
 
         if (wait) {
@@ -290,7 +290,7 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
  */
 
 static ngx_msec_t
-ngx_http_conductor_ledger_wait(ngx_http_conductor_main_conf_t *cmcf,
+ngx_http_conductor_ledger_delay(ngx_http_conductor_main_conf_t *cmcf,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c,
     uint64_t now_ms, time_t now, ngx_uint_t *why)
 {
@@ -693,14 +693,14 @@ ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
     } else if (ctx->cand) {
         provider = ctx->cand->provider->node;
 
-    } else if (ctx->usage_provider) {
-        provider = ctx->usage_provider->node;
+    } else if (ctx->account.usage_provider) {
+        provider = ctx->account.usage_provider->node;
 
     } else {
         provider = &cmcf->sh->gateway;
     }
 
-    used = ctx->final.found ? (uint64_t) ctx->final.total : 0;
+    used = ctx->account.final.found ? (uint64_t) ctx->account.final.total : 0;
 
     ngx_http_conductor_shm_lock(cmcf);
 
@@ -773,7 +773,7 @@ ngx_http_conductor_ledger_totals(ngx_http_conductor_node_t *node,
 {
     ngx_http_conductor_usage_t  *u;
 
-    u = &ctx->final;
+    u = &ctx->account.final;
 
     if (err != NGX_ERROR) {
         node->requests++;
@@ -796,13 +796,13 @@ ngx_http_conductor_ledger_totals(ngx_http_conductor_node_t *node,
     node->cached_tokens += u->cached;
     node->cache_creation_tokens += u->cache_creation;
     node->reasoning_tokens += u->reasoning;
-    node->cost = ngx_http_conductor_money_add(node->cost, ctx->cost);
+    node->cost = ngx_http_conductor_money_add(node->cost, ctx->account.cost);
 
-    if (ctx->estimated) {
+    if (ctx->account.estimated) {
         node->estimated++;
     }
 
-    if (!ctx->priced) {
+    if (!ctx->account.priced) {
         node->unpriced++;
     }
 }

@@ -136,7 +136,7 @@ ngx_http_conductor_usage_only(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->usage_provider = lcf->usage_provider;
+    ctx->account.usage_provider = lcf->usage_provider;
     ctx->status = NGX_DECLINED;
 
     return NGX_DECLINED;

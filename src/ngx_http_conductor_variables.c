@@ -222,7 +222,9 @@ ngx_http_conductor_usage_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_conductor_module);
 
-    if (ctx == NULL || (ctx->attempts == 0 && ctx->usage_provider == NULL)) {
+    if (ctx == NULL
+        || (ctx->attempts == 0 && ctx->account.usage_provider == NULL))
+    {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -269,7 +271,7 @@ ngx_http_conductor_usage_variable(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_CONDUCTOR_VAR_COST:
-        if (!ctx->priced) {
+        if (!ctx->account.priced) {
             v->not_found = 1;
             return NGX_OK;
         }
@@ -279,11 +281,11 @@ ngx_http_conductor_usage_variable(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        v->len = ngx_http_conductor_money_format(p, ctx->cost) - p;
+        v->len = ngx_http_conductor_money_format(p, ctx->account.cost) - p;
         goto done;
 
     default: /* NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE */
-        if (ctx->estimated) {
+        if (ctx->account.estimated) {
             ngx_str_set(v, "estimated");
 
         } else {
@@ -324,12 +326,12 @@ ngx_http_conductor_stream_error_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_conductor_module);
 
-    if (ctx == NULL || ctx->stream_error == 0) {
+    if (ctx == NULL || ctx->answer.stream_error == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    if (ctx->stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT) {
+    if (ctx->answer.stream_error == NGX_HTTP_CONDUCTOR_ERR_STREAM_TIMEOUT) {
         ngx_str_set(v, "stream_timeout");
 
     } else {
