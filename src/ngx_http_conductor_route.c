@@ -1,11 +1,13 @@
 
 /*
- * The routing handler: reads the request body (the mirror module's
- * pattern), scans the top level of the JSON, resolves the model alias to
- * candidates of the endpoint's dialect, reserves one, and rewrites the body
- * by splicing byte spans.  It runs in the PRECONTENT phase, after allow /
- * deny / auth_request have had their say, so nothing is read or reserved
- * for a request that access control refuses.
+ * The routing handler plans the request: reads the body (the mirror
+ * module's pattern), scans the top level of the JSON, works out the edits
+ * every attempt shares (members taken out, include_usage added) and the
+ * token estimate, resolves the model alias to candidates of the endpoint's
+ * dialect, and hands over to the first attempt (attempt.c).  It runs in
+ * the PRECONTENT phase, after allow / deny / auth_request have had their
+ * say, so nothing is read or reserved for a request that access control
+ * refuses.
  */
 
 
