@@ -15,6 +15,28 @@ static ngx_int_t ngx_http_conductor_set_candidate(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *cand);
 static ngx_int_t ngx_http_conductor_add_auth(ngx_http_request_t *r,
     ngx_http_conductor_cand_t *cand);
+static size_t ngx_http_conductor_client_headers(ngx_http_request_t *r,
+    ngx_table_elt_t **pass, ngx_uint_t *npass);
+
+
+/*
+ * The client's headers that go upstream: what the provider APIs read (the
+ * SDKs' version and beta headers, idempotency keys), nothing else.  The
+ * client's keys, cookies, organisation and project never do: a 401/403
+ * they caused would disable a key for everyone.
+ */
+static ngx_str_t  ngx_http_conductor_pass_headers[] = {
+    ngx_string("content-type"),
+    ngx_string("accept"),
+    ngx_string("user-agent"),
+    ngx_string("anthropic-version"),
+    ngx_string("anthropic-beta"),
+    ngx_string("openai-beta"),
+    ngx_string("idempotency-key"),
+    ngx_null_string
+};
+
+#define NGX_HTTP_CONDUCTOR_PASS_MAX  16   /* client header lines passed */
 
 
 /* NGX_DECLINED: no candidate has room (ctx->refusal says why) */
@@ -176,20 +198,24 @@ ngx_http_conductor_set_candidate(ngx_http_request_t *r,
 
 
 /*
- * The provider's key (and its own "header" lines) are written into the
- * request the proxy has just built, after its last header: the secret
- * never passes through a variable or the proxy's own header processing,
- * so no log level can show it.
+ * The provider's key, its own "header" lines and, when the location passes
+ * no client headers itself (proxy_pass_request_headers off, as
+ * conductor_proxy.conf has it), the allowlisted client headers are written
+ * into the request the proxy has just built, after its last header: the
+ * secret never passes through a variable or the proxy's own header
+ * processing, so no log level can show it.
  */
 
 static ngx_int_t
 ngx_http_conductor_add_auth(ngx_http_request_t *r,
     ngx_http_conductor_cand_t *cand)
 {
-    u_char       *p;
-    size_t        len;
-    ngx_buf_t    *b, *nb;
-    ngx_chain_t  *cl;
+    u_char           *p;
+    size_t            len, hlen;
+    ngx_buf_t        *b, *nb;
+    ngx_uint_t        i, npass;
+    ngx_chain_t      *cl;
+    ngx_table_elt_t  *pass[NGX_HTTP_CONDUCTOR_PASS_MAX];
 
     cl = r->upstream->request_bufs;
 
@@ -206,7 +232,11 @@ ngx_http_conductor_add_auth(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    nb = ngx_create_temp_buf(r->pool, len + cand->provider->headers.len
+    npass = 0;
+    hlen = r->upstream->conf->pass_request_headers
+           ? 0 : ngx_http_conductor_client_headers(r, pass, &npass);
+
+    nb = ngx_create_temp_buf(r->pool, len + hlen + cand->provider->headers.len
                                       + sizeof("Authorization: ")
                                       + cand->key->header.len + 2);
     if (nb == NULL) {
@@ -214,6 +244,14 @@ ngx_http_conductor_add_auth(ngx_http_request_t *r,
     }
 
     p = ngx_cpymem(nb->last, b->pos, len - 2);
+
+    for (i = 0; i < npass; i++) {
+        p = ngx_cpymem(p, pass[i]->key.data, pass[i]->key.len);
+        p = ngx_http_conductor_cpy(p, ": ");
+        p = ngx_cpymem(p, pass[i]->value.data, pass[i]->value.len);
+        p = ngx_http_conductor_cpy(p, CRLF);
+    }
+
     p = ngx_cpymem(p, cand->provider->headers.data,
                    cand->provider->headers.len);
 
@@ -233,6 +271,55 @@ ngx_http_conductor_add_auth(ngx_http_request_t *r,
     cl->buf = nb;
 
     return NGX_OK;
+}
+
+
+/* the client's allowlisted header lines, and the bytes they take */
+
+static size_t
+ngx_http_conductor_client_headers(ngx_http_request_t *r,
+    ngx_table_elt_t **pass, ngx_uint_t *npass)
+{
+    size_t            len;
+    ngx_str_t        *name;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].value.len == 0 || *npass == NGX_HTTP_CONDUCTOR_PASS_MAX) {
+            continue;
+        }
+
+        for (name = ngx_http_conductor_pass_headers; name->len; name++) {
+            if (name->len == h[i].key.len
+                && ngx_strncmp(name->data, h[i].lowcase_key, name->len) == 0)
+            {
+                pass[(*npass)++] = &h[i];
+                len += h[i].key.len + sizeof(": ") - 1 + h[i].value.len
+                       + sizeof(CRLF) - 1;
+                break;
+            }
+        }
+    }
+
+    return len;
 }
 
 
