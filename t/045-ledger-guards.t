@@ -399,5 +399,11 @@ is $chat->(700), 'a', 'a is the faster: a again, this answer slow (700 ms)';
 my $st = status_report();
 my ($ka, $kb) = map { key_status($st, 'p', $_)->{ttfb_ms} } qw(a b);
 diag "ttfb_ms: a=$ka b=$kb";
-cmp_ok $ka, '<', $kb, "a's average (40, 700: about 170) stays below b's 300";
-is $chat->(), 'a', 'so a serves the next request';
+SKIP: {
+    # under valgrind nginx's own time dwarfs the mock's and varies (the
+    # first answer carries the warm-up); TEST 6 checks the average there
+    Test::More::skip('times to first byte are valgrind\'s, not the mock\'s', 2)
+        if $VALGRIND;
+    cmp_ok $ka, '<', $kb, "a's average (40, 700: about 170) stays below b's 300";
+    is $chat->(), 'a', 'so a serves the next request';
+}

@@ -28,6 +28,13 @@ use Time::HiRes ();
 
 BEGIN { *subtest = \&Test::More::subtest }
 
+# under valgrind the harness runs nginx as one process (master_process off):
+# there is no master to respawn a killed worker, and nothing to test here
+if ($ENV{TEST_NGINX_USE_VALGRIND}) {
+    Test::More::plan(skip_all => 'needs a master process; valgrind runs '
+                               . 'nginx as a single process');
+}
+
 my $env  = harness_env();
 my $PORT = $env->{TEST_NGINX_PORT};
 
