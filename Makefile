@@ -63,6 +63,11 @@ $(BUILD)/fuzz/%: t/fuzz/%.c $(PARSERS_PRESENT) $(wildcard src/*.h)
 	clang -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< \
 	    $(PARSERS_PRESENT) -ljansson
 
+# json_scalar_test is json_test.c on the portable scan; json_fuzz
+# includes the scanner as it was, its differential reference
+$(BUILD)/unit/json_scalar_test: t/unit/json_test.c
+$(BUILD)/fuzz/json_fuzz: t/fuzz/json_ref.c
+
 unit: $(UNIT_BIN)
 
 deps:

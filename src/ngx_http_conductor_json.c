@@ -30,6 +30,15 @@
  *   key containing one never equals a C string.
  *
  * - member_removal() needs obj->n > 0 and i < obj->n from an OK scan.
+ *
+ * Cost: strings (prompts) are most of a body.  With SSE2, which x86_64
+ * always has, a string is searched 16 bytes at a time for '"', '\\' and
+ * control bytes, a long one 64 at a time; elsewhere 8 at a time in a
+ * 64-bit word.  Both paths give the same results for every input (the
+ * unit tests run on both, the fuzzer compares both with the scanner as it
+ * was before SSE2).  Whitespace is looked for only where a token was
+ * expected and not found.  A member records whether its key holds an
+ * escape, so key_is() and find() compare most keys as raw bytes.
  */
 
 
@@ -42,6 +51,22 @@
 
 #if (NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH > 64)
 #error NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH must fit in a 64-bit mask
+#endif
+
+
+/*
+ * SSE2 is part of x86_64, so the module built there always has it; the
+ * portable path is what other machines run, and what the unit tests and
+ * the fuzzer also build (NGX_HTTP_CONDUCTOR_JSON_NO_SIMD) to check that
+ * both find the same string ends.
+ */
+
+#if (defined __SSE2__ && defined __GNUC__                                     \
+     && !defined NGX_HTTP_CONDUCTOR_JSON_NO_SIMD)
+#define NGX_HTTP_CONDUCTOR_JSON_SSE2  1
+#include <emmintrin.h>
+#else
+#define NGX_HTTP_CONDUCTOR_JSON_SSE2  0
 #endif
 
 
@@ -58,22 +83,32 @@
     (((w) - NGX_HTTP_CONDUCTOR_JSON_ONES * (n)) & ~(w)                        \
      & NGX_HTTP_CONDUCTOR_JSON_HIGHS)
 
-/* some byte of w ends a plain run inside a string: '"', '\\' or < 0x20 */
+/*
+ * Some byte of w ends a plain run inside a string: '"', '\\' or < 0x20.
+ * Flipping bit 1 maps 0x00-0x1f onto itself and '"' (0x22) onto 0x20, so
+ * one "below 0x21" test finds both.
+ */
 #define ngx_http_conductor_json_has_special(w)                                \
-    (ngx_http_conductor_json_has_less(w, 0x20)                                \
-     | ngx_http_conductor_json_has_zero((w)                                   \
-                                  ^ (NGX_HTTP_CONDUCTOR_JSON_ONES * '"'))     \
+    (ngx_http_conductor_json_has_less((w)                                     \
+                                  ^ (NGX_HTTP_CONDUCTOR_JSON_ONES * 0x02),    \
+                                  0x21)                                       \
      | ngx_http_conductor_json_has_zero((w)                                   \
                                   ^ (NGX_HTTP_CONDUCTOR_JSON_ONES * '\\')))
 
-#define ngx_http_conductor_json_skip_ws(p, end)                               \
-    while ((p) < (end)                                                        \
-           && (*(p) == ' ' || *(p) == '\n' || *(p) == '\r' || *(p) == '\t'))  \
-    {                                                                         \
-        (p)++;                                                                \
-    }
+/* kept out of the callers' fast paths (a stack canary, for one) */
+#if (defined __GNUC__)
+#define ngx_http_conductor_json_noinline  __attribute__((noinline))
+#else
+#define ngx_http_conductor_json_noinline
+#endif
+
+#define ngx_http_conductor_json_is_ws(c)                                      \
+    ((c) == ' ' || (c) == '\n' || (c) == '\r' || (c) == '\t')
 
 #define ngx_http_conductor_json_is_digit(c)  ((unsigned) ((c) - '0') < 10)
+
+#define ngx_http_conductor_json_is_hex(c)                                     \
+    ((unsigned) ((c) - '0') < 10 || (unsigned) (((c) | 0x20) - 'a') < 6)
 
 
 /*
@@ -101,325 +136,232 @@ static const unsigned char  ngx_http_conductor_json_esc[256] = {
 };
 
 
-static const unsigned char *ngx_http_conductor_json_string_end(
-    const unsigned char *p, const unsigned char *end);
+#if (NGX_HTTP_CONDUCTOR_JSON_SSE2)
+static const unsigned char *ngx_http_conductor_json_string_rest(
+    const unsigned char *p, const unsigned char *start,
+    const unsigned char *end, int *escaped);
+#endif
+static const unsigned char *ngx_http_conductor_json_string_scalar(
+    const unsigned char *p, const unsigned char *end, int *escaped);
 static int ngx_http_conductor_json_hex4(const unsigned char *p,
     uint32_t *cp);
 static size_t ngx_http_conductor_json_unescape(const unsigned char *p,
     const unsigned char *end, unsigned char *out, size_t *n);
 static int ngx_http_conductor_json_type(unsigned char c);
+static int ngx_http_conductor_json_key_decoded(
+    const ngx_http_conductor_json_member_t *m, const char *name);
 
 
-int
-ngx_http_conductor_json_scan_object(const unsigned char *p, size_t len,
-    ngx_http_conductor_json_object_t *obj,
-    ngx_http_conductor_json_member_t *members, size_t max)
+#if (NGX_HTTP_CONDUCTOR_JSON_SSE2)
+
+/* byte i is 0xff when byte i of p[0..15] is '"', '\\' or below 0x20 */
+
+static inline __m128i
+ngx_http_conductor_json_special16(const unsigned char *p)
 {
-    int                                top_object;
-    size_t                             n;
-    uint64_t                           objects, bit;
-    unsigned                           depth;
-    unsigned char                      c;
-    const unsigned char               *end, *key, *open, *close;
-    ngx_http_conductor_json_member_t  *m;
+    __m128i  v, x;
 
-    obj->open = NULL;
-    obj->close = NULL;
-    obj->n = 0;
+    v = _mm_loadu_si128((const __m128i *) p);
 
-    /* an empty body may come as (NULL, 0) */
+    /*
+     * x <= 0x20 unsigned, that is max(x, 0x20) == 0x20: the control bytes
+     * and '"', see has_special()
+     */
 
-    if (len == 0) {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
+    x = _mm_xor_si128(v, _mm_set1_epi8(0x02));
 
-    end = p + len;
-    n = 0;
-    depth = 0;
-    objects = 0;
-    open = NULL;
-    close = NULL;
-    m = NULL;
-
-    ngx_http_conductor_json_skip_ws(p, end);
-
-    if (p == end) {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-    top_object = (*p == '{');
-
-value:
-
-    /* p is at the first byte of a value, whitespace already skipped */
-
-    if (p == end) {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-    switch (*p) {
-
-    case '{':
-        if (depth == NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH) {
-            return NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP;
-        }
-
-        if (depth == 0) {
-            open = p;
-        }
-
-        objects |= (uint64_t) 1 << depth;
-        depth++;
-        p++;
-
-        ngx_http_conductor_json_skip_ws(p, end);
-
-        if (p < end && *p == '}') {
-            depth--;
-
-            if (depth == 0) {
-                close = p;
-            }
-
-            p++;
-            goto next;
-        }
-
-        goto member;
-
-    case '[':
-        if (depth == NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH) {
-            return NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP;
-        }
-
-        objects &= ~((uint64_t) 1 << depth);
-        depth++;
-        p++;
-
-        ngx_http_conductor_json_skip_ws(p, end);
-
-        if (p < end && *p == ']') {
-            depth--;
-            p++;
-            goto next;
-        }
-
-        goto value;
-
-    case '"':
-        p = ngx_http_conductor_json_string_end(p + 1, end);
-        if (p == NULL) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        goto next;
-
-    case '-':
-    case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9':
-
-        /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
-
-        if (*p == '-') {
-            p++;
-            if (p == end) {
-                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-            }
-        }
-
-        if (*p == '0') {
-            p++;
-
-        } else if (*p >= '1' && *p <= '9') {
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-
-        } else {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        if (p < end && *p == '.') {
-            p++;
-            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
-                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-            }
-
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-        }
-
-        if (p < end && (*p == 'e' || *p == 'E')) {
-            p++;
-            if (p < end && (*p == '+' || *p == '-')) {
-                p++;
-            }
-
-            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
-                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-            }
-
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-        }
-
-        /* "01" or "1x" fail below: only a delimiter may follow */
-
-        goto next;
-
-    case 't':
-        if (end - p < 4 || memcmp(p, "true", 4) != 0) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        p += 4;
-        goto next;
-
-    case 'f':
-        if (end - p < 5 || memcmp(p, "false", 5) != 0) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        p += 5;
-        goto next;
-
-    case 'n':
-        if (end - p < 4 || memcmp(p, "null", 4) != 0) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        p += 4;
-        goto next;
-
-    default:
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-member:
-
-    /* p is after '{' or ',' inside an object, whitespace already skipped */
-
-    if (p == end || *p != '"') {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-    key = p;
-
-    p = ngx_http_conductor_json_string_end(p + 1, end);
-    if (p == NULL) {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-    if (depth == 1) {
-
-        /* past max, keep counting and validating: TOO_MANY comes last */
-
-        if (n < max) {
-            m = &members[n];
-            m->start = key;
-            m->key = key + 1;
-            m->key_len = (size_t) (p - key) - 2;
-        }
-
-        n++;
-    }
-
-    ngx_http_conductor_json_skip_ws(p, end);
-
-    if (p == end || *p != ':') {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-    p++;
-
-    ngx_http_conductor_json_skip_ws(p, end);
-
-    if (depth == 1 && m != NULL) {
-        m->value = p;
-        m->type = (p < end) ? ngx_http_conductor_json_type(*p) : 0;
-    }
-
-    goto value;
-
-next:
-
-    /* a value ended just before p */
-
-    if (depth == 1 && m != NULL) {
-        m->value_len = (size_t) (p - m->value);
-        m = NULL;
-    }
-
-    if (depth == 0) {
-        ngx_http_conductor_json_skip_ws(p, end);
-
-        if (p != end) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        if (!top_object) {
-            return NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT;
-        }
-
-        obj->open = open;
-        obj->close = close;
-
-        if (n > max) {
-            obj->n = max;
-            return NGX_HTTP_CONDUCTOR_JSON_TOO_MANY;
-        }
-
-        obj->n = n;
-        return NGX_HTTP_CONDUCTOR_JSON_OK;
-    }
-
-    ngx_http_conductor_json_skip_ws(p, end);
-
-    if (p == end) {
-        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-    }
-
-    c = *p++;
-    bit = objects & ((uint64_t) 1 << (depth - 1));
-
-    if (c == ',') {
-        ngx_http_conductor_json_skip_ws(p, end);
-
-        if (bit) {
-            goto member;
-        }
-
-        goto value;
-    }
-
-    if (c == (bit ? '}' : ']')) {
-        depth--;
-
-        if (depth == 0) {
-            close = p - 1;
-        }
-
-        goto next;
-    }
-
-    return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+    return _mm_or_si128(
+               _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x20)),
+                              _mm_set1_epi8(0x20)),
+               _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
 }
+
+
+#define ngx_http_conductor_json_mask16(p)                                     \
+    ((unsigned) _mm_movemask_epi8(ngx_http_conductor_json_special16(p)))
+
+#define ngx_http_conductor_json_mask32(p)                                     \
+    (ngx_http_conductor_json_mask16(p)                                        \
+     | (uint64_t) ngx_http_conductor_json_mask16((p) + 16) << 16)
+
+/* some byte of p[0..63] is special: one movemask for the four */
+
+#define ngx_http_conductor_json_any64(p)                                      \
+    _mm_movemask_epi8(                                                        \
+        _mm_or_si128(                                                         \
+            _mm_or_si128(ngx_http_conductor_json_special16(p),                \
+                         ngx_http_conductor_json_special16((p) + 16)),        \
+            _mm_or_si128(ngx_http_conductor_json_special16((p) + 32),         \
+                         ngx_http_conductor_json_special16((p) + 48))))
+
+#endif
 
 
 /*
  * p is just after an opening quote: returns the byte after the closing
- * quote, or NULL if the string is invalid or unterminated.  Escapes are
- * checked for syntax only (any \uXXXX, lone surrogates included); bytes
- * >= 0x80 are not checked for UTF-8 validity.
+ * quote, or NULL if the string is invalid or unterminated; sets *escaped
+ * when the string holds an escape.  A string without escapes is looked at
+ * here, 16 bytes at a time; the rest of the work is done out of line.
+ */
+
+static inline const unsigned char *
+ngx_http_conductor_json_string(const unsigned char *p,
+    const unsigned char *start, const unsigned char *end, int *escaped)
+{
+#if (NGX_HTTP_CONDUCTOR_JSON_SSE2)
+
+    unsigned  mask;
+
+    while (end - p >= 16) {
+        mask = ngx_http_conductor_json_mask16(p);
+
+        if (mask) {
+            p += __builtin_ctz(mask);
+
+            if (*p == '"') {
+                return p + 1;
+            }
+
+            break;
+        }
+
+        p += 16;
+    }
+
+    return ngx_http_conductor_json_string_rest(p, start, end, escaped);
+
+#else
+
+    (void) start;
+
+    return ngx_http_conductor_json_string_scalar(p, end, escaped);
+
+#endif
+}
+
+
+#if (NGX_HTTP_CONDUCTOR_JSON_SSE2)
+
+/*
+ * The string from p on: long plain text 64 bytes at a time; a block that
+ * holds a special byte has its mask walked bit by bit, escapes included,
+ * so that text with an escape every line costs no reload.  Fewer than 32
+ * bytes before end are looked at as the last 32 bytes of the document,
+ * without the bits of the bytes before p.
  */
 
 static const unsigned char *
-ngx_http_conductor_json_string_end(const unsigned char *p,
-    const unsigned char *end)
+ngx_http_conductor_json_string_rest(const unsigned char *p,
+    const unsigned char *start, const unsigned char *end, int *escaped)
 {
-    uint32_t  cp;
+    size_t                width;
+    unsigned              i;
+    uint64_t              mask;
+    const unsigned char  *q, *last;
+
+    if (end - start < 32) {
+        return ngx_http_conductor_json_string_scalar(p, end, escaped);
+    }
+
+    for ( ;; ) {
+
+        while (end - p >= 64 && !ngx_http_conductor_json_any64(p)) {
+            p += 64;
+        }
+
+        if (end - p >= 64) {
+            mask = ngx_http_conductor_json_mask32(p)
+                   | ngx_http_conductor_json_mask32(p + 32) << 32;
+            width = 64;
+
+        } else if (end - p >= 32) {
+            mask = ngx_http_conductor_json_mask32(p);
+            width = 32;
+
+        } else {
+            width = (size_t) (end - p);
+
+            if (width == 0) {
+                return NULL;
+            }
+
+            mask = ngx_http_conductor_json_mask32(end - 32) >> (32 - width);
+        }
+
+        /* last: past the last escape of the block, maybe past the block */
+
+        last = p;
+
+        while (mask) {
+            i = (unsigned) __builtin_ctzll(mask);
+            q = p + i;
+
+            if (*q == '"') {
+                return q + 1;
+            }
+
+            if (*q != '\\' || end - q < 2) {
+                return NULL;
+            }
+
+            switch (q[1]) {
+
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
+                last = q + 2;
+                break;
+
+            case 'u':
+                if (end - q < 6
+                    || !ngx_http_conductor_json_is_hex(q[2])
+                    || !ngx_http_conductor_json_is_hex(q[3])
+                    || !ngx_http_conductor_json_is_hex(q[4])
+                    || !ngx_http_conductor_json_is_hex(q[5]))
+                {
+                    return NULL;
+                }
+
+                last = q + 6;
+                break;
+
+            default:
+                return NULL;
+            }
+
+            *escaped = 1;
+
+            /*
+             * the backslash and the byte after it, maybe a '"' or '\\';
+             * the hex digits of \u are never special
+             */
+
+            mask &= ~((uint64_t) 3 << i);
+        }
+
+        p = (last > p + width) ? last : p + width;
+    }
+}
+
+#endif
+
+
+/*
+ * The portable string scan from p on, and the one of documents too short
+ * for the 32-byte blocks.  Escapes are checked for syntax only (any
+ * \uXXXX, lone surrogates included); bytes >= 0x80 are not checked for
+ * UTF-8 validity.
+ */
+
+static const unsigned char *
+ngx_http_conductor_json_string_scalar(const unsigned char *p,
+    const unsigned char *end, int *escaped)
+{
     uint64_t  w;
 
     for ( ;; ) {
@@ -466,7 +408,12 @@ ngx_http_conductor_json_string_end(const unsigned char *p,
             break;
 
         case 'u':
-            if (end - p < 6 || ngx_http_conductor_json_hex4(p + 2, &cp) != 0) {
+            if (end - p < 6
+                || !ngx_http_conductor_json_is_hex(p[2])
+                || !ngx_http_conductor_json_is_hex(p[3])
+                || !ngx_http_conductor_json_is_hex(p[4])
+                || !ngx_http_conductor_json_is_hex(p[5]))
+            {
                 return NULL;
             }
 
@@ -476,7 +423,382 @@ ngx_http_conductor_json_string_end(const unsigned char *p,
         default:
             return NULL;
         }
+
+        *escaped = 1;
     }
+}
+
+
+int
+ngx_http_conductor_json_scan_object(const unsigned char *p, size_t len,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members, size_t max)
+{
+    int                                escaped;
+    size_t                             n;
+    uint64_t                           objects;
+    unsigned                           depth;
+    unsigned char                      c, closer;
+    const unsigned char               *start, *end, *key, *open, *close;
+    ngx_http_conductor_json_member_t  *m, spare;
+
+    obj->open = NULL;
+    obj->close = NULL;
+    obj->n = 0;
+
+    /* an empty body may come as (NULL, 0) */
+
+    if (len == 0) {
+        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+    }
+
+    start = p;
+    end = p + len;
+    n = 0;
+    depth = 0;
+    objects = 0;
+    closer = 0;
+
+    /*
+     * m is the top-level member being read; members past max, and the
+     * values of a top-level array, go to spare, so that no test of m is
+     * needed where a value ends
+     */
+
+    spare.value = p;
+    m = &spare;
+
+    while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+        p++;
+    }
+
+    /* the top-level value: an object if this is a '{' */
+
+    open = p;
+
+value:
+
+    /* p is where a value may start, whitespace allowed */
+
+    if (p == end) {
+        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+    }
+
+    /* strings first: most values are */
+
+    if (*p == '"') {
+        p = ngx_http_conductor_json_string(p + 1, start, end, &escaped);
+        if (p == NULL) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        goto next;
+    }
+
+    switch (*p) {
+
+    case '{':
+        if (depth == NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH) {
+            return NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP;
+        }
+
+        objects |= (uint64_t) 1 << depth;
+        depth++;
+        closer = '}';
+        p++;
+
+        /* a key or the '}' of an empty object */
+
+        for ( ;; ) {
+            if (p == end) {
+                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+            }
+
+            if (*p == '"') {
+                goto member;
+            }
+
+            if (*p == '}') {
+                goto close;
+            }
+
+            if (!ngx_http_conductor_json_is_ws(*p)) {
+                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+            }
+
+            p++;
+        }
+
+    case '[':
+        if (depth == NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH) {
+            return NGX_HTTP_CONDUCTOR_JSON_TOO_DEEP;
+        }
+
+        objects &= ~((uint64_t) 1 << depth);
+        depth++;
+        closer = ']';
+        p++;
+
+        while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+            p++;
+        }
+
+        if (p < end && *p == ']') {
+            goto close;
+        }
+
+        goto value;
+
+    /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+
+    case '-':
+        p++;
+
+        if (p == end) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        if (*p == '0') {
+            p++;
+            goto fraction;
+        }
+
+        if (!ngx_http_conductor_json_is_digit(*p)) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        /* fall through */
+
+    case '1': case '2': case '3': case '4': case '5':
+    case '6': case '7': case '8': case '9':
+        do {
+            p++;
+        } while (p < end && ngx_http_conductor_json_is_digit(*p));
+
+        goto fraction;
+
+    case '0':
+        p++;
+
+    fraction:
+
+        if (p < end && *p == '.') {
+            p++;
+
+            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+            }
+
+            do {
+                p++;
+            } while (p < end && ngx_http_conductor_json_is_digit(*p));
+        }
+
+        if (p < end && (*p | 0x20) == 'e') {
+            p++;
+
+            if (p < end && (*p == '+' || *p == '-')) {
+                p++;
+            }
+
+            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+            }
+
+            do {
+                p++;
+            } while (p < end && ngx_http_conductor_json_is_digit(*p));
+        }
+
+        /* "01" or "1x" fail below: only a delimiter may follow */
+
+        goto next;
+
+    case 't':
+        if (end - p < 4 || memcmp(p, "true", 4) != 0) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        p += 4;
+        goto next;
+
+    case 'f':
+        if (end - p < 5 || memcmp(p + 1, "alse", 4) != 0) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        p += 5;
+        goto next;
+
+    case 'n':
+        if (end - p < 4 || memcmp(p, "null", 4) != 0) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        p += 4;
+        goto next;
+
+    case ' ': case '\t': case '\n': case '\r':
+        p++;
+        goto value;
+
+    default:
+        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+    }
+
+member:
+
+    /* p is at the opening quote of a key */
+
+    key = p;
+    escaped = 0;
+
+    p = ngx_http_conductor_json_string(p + 1, start, end, &escaped);
+    if (p == NULL) {
+        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+    }
+
+    if (depth == 1) {
+
+        /* past max, keep counting and validating: TOO_MANY comes last */
+
+        m = (n < max) ? &members[n] : &spare;
+        n++;
+
+        m->start = key;
+        m->key = key + 1;
+        m->key_len = (size_t) (p - key) - 2;
+        m->key_escaped = escaped;
+    }
+
+    for ( ;; ) {
+        if (p == end) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        c = *p++;
+
+        if (c == ':') {
+            break;
+        }
+
+        if (!ngx_http_conductor_json_is_ws(c)) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+    }
+
+    if (depth == 1) {
+        while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+            p++;
+        }
+
+        if (p == end) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        m->value = p;
+        m->type = ngx_http_conductor_json_type(*p);
+    }
+
+    goto value;
+
+close:
+
+    /* p is at the '}' or ']' that closes the innermost container */
+
+    depth--;
+    p++;
+
+    if (depth == 0) {
+        goto done;
+    }
+
+    closer = (objects & ((uint64_t) 1 << (depth - 1))) ? '}' : ']';
+
+next:
+
+    /* a value ended just before p */
+
+    if (depth <= 1) {
+        if (depth == 0) {
+            goto done;
+        }
+
+        m->value_len = (size_t) (p - m->value);
+    }
+
+    for ( ;; ) {
+        if (p == end) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        c = *p;
+
+        if (c == ',') {
+            p++;
+            break;
+        }
+
+        if (c == closer) {
+            goto close;
+        }
+
+        if (!ngx_http_conductor_json_is_ws(c)) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        p++;
+    }
+
+    if (closer == ']') {
+        goto value;
+    }
+
+    for ( ;; ) {
+        if (p == end) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        if (*p == '"') {
+            goto member;
+        }
+
+        if (!ngx_http_conductor_json_is_ws(*p)) {
+            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+        }
+
+        p++;
+    }
+
+done:
+
+    /* the top-level value ended just before p */
+
+    close = p - 1;
+
+    while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+        p++;
+    }
+
+    if (p != end) {
+        return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+    }
+
+    if (*open != '{') {
+        return NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT;
+    }
+
+    obj->open = open;
+    obj->close = close;
+
+    if (n > max) {
+        obj->n = max;
+        return NGX_HTTP_CONDUCTOR_JSON_TOO_MANY;
+    }
+
+    obj->n = n;
+
+    return NGX_HTTP_CONDUCTOR_JSON_OK;
 }
 
 
@@ -654,6 +976,67 @@ int
 ngx_http_conductor_json_key_is(const ngx_http_conductor_json_member_t *m,
     const char *name)
 {
+    size_t                i;
+    const unsigned char  *k, *s;
+
+    if (m->key_escaped) {
+        return ngx_http_conductor_json_key_decoded(m, name);
+    }
+
+    /*
+     * A scanned key holds no NUL (raw control bytes are invalid), so the
+     * end of a shorter name is a mismatch too: name is never read past its
+     * NUL.  Most calls end at the first byte.
+     */
+
+    k = m->key;
+    s = (const unsigned char *) name;
+
+    for (i = 0; i < m->key_len; i++) {
+        if (k[i] != s[i]) {
+            return 0;
+        }
+    }
+
+    return s[i] == '\0';
+}
+
+
+long
+ngx_http_conductor_json_find(const ngx_http_conductor_json_member_t *m,
+    size_t n, const char *name)
+{
+    size_t  len;
+
+    /* one strlen(), then a key without escapes is its length and bytes */
+
+    len = strlen(name);
+
+    while (n-- > 0) {
+
+        if (m[n].key_escaped) {
+            if (ngx_http_conductor_json_key_decoded(&m[n], name)) {
+                return (long) n;
+            }
+
+            continue;
+        }
+
+        if (m[n].key_len == len && memcmp(m[n].key, name, len) == 0) {
+            return (long) n;
+        }
+    }
+
+    return -1;
+}
+
+
+/* a key with escapes, decoded as it is compared */
+
+static ngx_http_conductor_json_noinline int
+ngx_http_conductor_json_key_decoded(const ngx_http_conductor_json_member_t *m,
+    const char *name)
+{
     size_t                i, l, n;
     unsigned char         buf[4];
     const unsigned char  *k, *end, *s;
@@ -694,20 +1077,6 @@ ngx_http_conductor_json_key_is(const ngx_http_conductor_json_member_t *m,
     }
 
     return *s == '\0';
-}
-
-
-long
-ngx_http_conductor_json_find(const ngx_http_conductor_json_member_t *m,
-    size_t n, const char *name)
-{
-    while (n-- > 0) {
-        if (ngx_http_conductor_json_key_is(&m[n], name)) {
-            return (long) n;
-        }
-    }
-
-    return -1;
 }
 
 

@@ -44,6 +44,7 @@ typedef struct {
     const unsigned char  *value;      /* first byte of the value */
     size_t                value_len;  /* value span, quotes included */
     int                   type;       /* ngx_http_conductor_json_type_e */
+    int                   key_escaped;  /* the key holds a backslash */
 } ngx_http_conductor_json_member_t;
 
 
@@ -74,7 +75,10 @@ int ngx_http_conductor_json_scan_object(const unsigned char *p, size_t len,
     ngx_http_conductor_json_object_t *obj,
     ngx_http_conductor_json_member_t *members, size_t max);
 
-/* 1 if the raw key (escapes allowed, e.g. "mod\u0065l") decodes to name */
+/*
+ * 1 if the raw key (escapes allowed, e.g. "mod\u0065l") decodes to name;
+ * a key without escapes (key_escaped 0) is compared as it is
+ */
 int ngx_http_conductor_json_key_is(const ngx_http_conductor_json_member_t *m,
     const char *name);
 

@@ -292,7 +292,20 @@ ngx_http_conductor_read_members(ngx_http_request_t *r,
 
     for (i = 0; i < (long) obj->n; i++) {
 
-        /* most members are none of ours: their first byte says so */
+        /*
+         * most members are none of ours: the length of a key without
+         * escapes says so (model, stream, routing, max_tokens,
+         * max_output_tokens, max_completion_tokens), or its first byte
+         */
+        if (!members[i].key_escaped) {
+            switch (members[i].key_len) {
+            case 5: case 6: case 7: case 10: case 17: case 21:
+                break;
+            default:
+                continue;
+            }
+        }
+
         switch (members[i].key_len ? members[i].key[0] : 0) {
         case 'm': case 'r': case 's': case '\\':
             break;

@@ -2,9 +2,11 @@
 /*
  * libFuzzer target of the JSON span scanner.  Each input goes through:
  * scan_object with its invariants, a differential check against jansson,
- * key_is/find/string_decode on every member, removal, insertion and value
- * replacement of every member (the result must scan again), the escape
- * round trip of the raw input and uint.
+ * one against the scanner as it was before SSE2 (json_ref.c) for both
+ * string scans (the module's and the portable one, compiled below under
+ * other names), key_is/find/string_decode on every member, removal,
+ * insertion and value replacement of every member (the result must scan
+ * again), the escape round trip of the raw input and uint.
  */
 
 
@@ -16,6 +18,60 @@
 #include <jansson.h>
 
 #include "ngx_http_conductor_json.h"
+#include "json_ref.c"
+
+
+/* the portable string scan of the same source, under other names */
+
+#define NGX_HTTP_CONDUCTOR_JSON_NO_SIMD  1
+
+#define ngx_http_conductor_json_scan_object                                   \
+    ngx_http_conductor_scalar_scan_object
+#define ngx_http_conductor_json_key_is     ngx_http_conductor_scalar_key_is
+#define ngx_http_conductor_json_find       ngx_http_conductor_scalar_find
+#define ngx_http_conductor_json_string_decode                                 \
+    ngx_http_conductor_scalar_string_decode
+#define ngx_http_conductor_json_escape_len ngx_http_conductor_scalar_escape_len
+#define ngx_http_conductor_json_escape     ngx_http_conductor_scalar_escape
+#define ngx_http_conductor_json_uint       ngx_http_conductor_scalar_uint
+#define ngx_http_conductor_json_member_removal                                \
+    ngx_http_conductor_scalar_member_removal
+#define ngx_http_conductor_json_splice     ngx_http_conductor_scalar_splice
+
+/* the header is in already: the prototypes under the other names */
+int ngx_http_conductor_json_scan_object(const unsigned char *p, size_t len,
+    ngx_http_conductor_json_object_t *obj,
+    ngx_http_conductor_json_member_t *members, size_t max);
+int ngx_http_conductor_json_key_is(const ngx_http_conductor_json_member_t *m,
+    const char *name);
+long ngx_http_conductor_json_find(const ngx_http_conductor_json_member_t *m,
+    size_t n, const char *name);
+long ngx_http_conductor_json_string_decode(const unsigned char *value,
+    size_t value_len, unsigned char *out, size_t size);
+size_t ngx_http_conductor_json_escape_len(const unsigned char *s, size_t len);
+unsigned char *ngx_http_conductor_json_escape(unsigned char *dst,
+    const unsigned char *s, size_t len);
+int ngx_http_conductor_json_uint(const unsigned char *value, size_t value_len,
+    int64_t *out);
+void ngx_http_conductor_json_member_removal(
+    const ngx_http_conductor_json_object_t *obj,
+    const ngx_http_conductor_json_member_t *members, size_t i,
+    const unsigned char **from, const unsigned char **to);
+size_t ngx_http_conductor_json_splice(const unsigned char *p, size_t len,
+    const ngx_http_conductor_json_edit_t *edits, size_t nedits,
+    unsigned char *out);
+
+#include "ngx_http_conductor_json.c"
+
+#undef ngx_http_conductor_json_scan_object
+#undef ngx_http_conductor_json_key_is
+#undef ngx_http_conductor_json_find
+#undef ngx_http_conductor_json_string_decode
+#undef ngx_http_conductor_json_escape_len
+#undef ngx_http_conductor_json_escape
+#undef ngx_http_conductor_json_uint
+#undef ngx_http_conductor_json_member_removal
+#undef ngx_http_conductor_json_splice
 
 
 #define NGX_HTTP_CONDUCTOR_FUZZ_MAX  16
@@ -436,6 +492,134 @@ ngx_http_conductor_fuzz_uint(const uint8_t *data, size_t size)
 }
 
 
+/* members a and b hold the same spans */
+
+static int
+ngx_http_conductor_fuzz_same_member(const ngx_http_conductor_json_member_t *a,
+    const ngx_http_conductor_json_member_t *b)
+{
+    return a->start == b->start && a->key == b->key
+           && a->key_len == b->key_len && a->value == b->value
+           && a->value_len == b->value_len && a->type == b->type;
+}
+
+
+/*
+ * scan_object and key_is of the module and of the portable scan give what
+ * the scanner before SSE2 gave, with max members of room
+ */
+
+static void
+ngx_http_conductor_fuzz_reference(const uint8_t *data, size_t size,
+    size_t max)
+{
+    int                                rc, ref, sc;
+    long                               klen, idx;
+    size_t                             i, k;
+    unsigned char                      key[64];
+    ngx_http_conductor_json_object_t   o, ro, so;
+    ngx_http_conductor_json_member_t   m[NGX_HTTP_CONDUCTOR_FUZZ_MAX];
+    ngx_http_conductor_json_member_t   rm[NGX_HTTP_CONDUCTOR_FUZZ_MAX];
+    ngx_http_conductor_json_member_t   sm[NGX_HTTP_CONDUCTOR_FUZZ_MAX];
+
+    static const char  *names[] = {
+        "", "a", "model", "routing", "stream", "max_tokens",
+        "max_completion_tokens", "max_output_tokens", "usage", "\xc3\xa9"
+    };
+
+    rc = ngx_http_conductor_json_scan_object(data, size, &o,
+                                             max ? m : NULL, max);
+    ref = ngx_http_conductor_ref_scan_object(data, size, &ro,
+                                             max ? rm : NULL, max);
+    sc = ngx_http_conductor_scalar_scan_object(data, size, &so,
+                                               max ? sm : NULL, max);
+
+    ngx_http_conductor_fuzz_assert(rc == ref && sc == ref);
+    ngx_http_conductor_fuzz_assert(o.open == ro.open && o.close == ro.close
+                                   && o.n == ro.n);
+    ngx_http_conductor_fuzz_assert(so.open == ro.open && so.close == ro.close
+                                   && so.n == ro.n);
+
+    if (rc != NGX_HTTP_CONDUCTOR_JSON_OK
+        && rc != NGX_HTTP_CONDUCTOR_JSON_TOO_MANY)
+    {
+        return;
+    }
+
+    /* find() is the last member key_is() of the reference takes */
+
+    for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        idx = -1;
+
+        for (i = 0; i < o.n; i++) {
+            if (ngx_http_conductor_ref_key_is(&rm[i], names[k])) {
+                idx = (long) i;
+            }
+        }
+
+        ngx_http_conductor_fuzz_assert(
+            ngx_http_conductor_json_find(m, o.n, names[k]) == idx
+            && ngx_http_conductor_scalar_find(sm, so.n, names[k]) == idx);
+    }
+
+    for (i = 0; i < o.n; i++) {
+        ngx_http_conductor_fuzz_assert(
+            ngx_http_conductor_fuzz_same_member(&m[i], &rm[i])
+            && ngx_http_conductor_fuzz_same_member(&sm[i], &rm[i]));
+
+        ngx_http_conductor_fuzz_assert(
+            m[i].key_escaped
+                == (memchr(m[i].key, '\\', m[i].key_len) != NULL)
+            && sm[i].key_escaped == m[i].key_escaped);
+
+        for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+            ref = ngx_http_conductor_ref_key_is(&rm[i], names[k]);
+
+            ngx_http_conductor_fuzz_assert(
+                ngx_http_conductor_json_key_is(&m[i], names[k]) == ref
+                && ngx_http_conductor_scalar_key_is(&sm[i], names[k])
+                   == ref);
+        }
+
+        /* the key itself, and the same one byte short */
+
+        klen = ngx_http_conductor_json_string_decode(m[i].start,
+                   m[i].key_len + 2, key, sizeof(key) - 1);
+
+        if (klen < 0 || memchr(key, '\0', klen) != NULL) {
+            continue;
+        }
+
+        key[klen] = '\0';
+
+        ngx_http_conductor_fuzz_assert(
+            ngx_http_conductor_ref_key_is(&rm[i], (char *) key)
+            && ngx_http_conductor_json_key_is(&m[i], (char *) key)
+            && ngx_http_conductor_scalar_key_is(&sm[i], (char *) key));
+
+        for (idx = -1, k = 0; k < o.n; k++) {
+            if (ngx_http_conductor_ref_key_is(&rm[k], (char *) key)) {
+                idx = (long) k;
+            }
+        }
+
+        ngx_http_conductor_fuzz_assert(
+            idx >= (long) i
+            && ngx_http_conductor_json_find(m, o.n, (char *) key) == idx);
+
+        if (klen > 0) {
+            key[klen - 1] = '\0';
+            ref = ngx_http_conductor_ref_key_is(&rm[i], (char *) key);
+
+            ngx_http_conductor_fuzz_assert(
+                ngx_http_conductor_json_key_is(&m[i], (char *) key) == ref
+                && ngx_http_conductor_scalar_key_is(&sm[i], (char *) key)
+                   == ref);
+        }
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -450,6 +634,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_http_conductor_fuzz_assert(rc >= NGX_HTTP_CONDUCTOR_JSON_OK
                                    && rc <= NGX_HTTP_CONDUCTOR_JSON_TOO_MANY);
+
+    ngx_http_conductor_fuzz_reference(data, size, NGX_HTTP_CONDUCTOR_FUZZ_MAX);
+    ngx_http_conductor_fuzz_reference(data, size, 2);
+    ngx_http_conductor_fuzz_reference(data, size, 0);
 
     /* jansson takes a raw NUL byte for the end of input */
 

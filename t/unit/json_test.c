@@ -1013,6 +1013,470 @@ ngx_http_conductor_test_big(void)
 }
 
 
+/*
+ * Every byte value at every offset of strings of 0 to 140 bytes, as a
+ * value, as a key and as the top-level value, in documents of up to 150
+ * bytes: the 16-byte first look, the 64- and 32-byte blocks, the window
+ * on the last 32 bytes of the document and the path of documents under 32
+ * bytes all end a string at the same bytes.
+ */
+
+static void
+ngx_http_conductor_test_string_bytes(void)
+{
+    int                                rc, expect, bad;
+    size_t                             len, i, b, nb;
+    unsigned char                      doc[160];
+    ngx_http_conductor_json_member_t  *m;
+
+    static const unsigned char  some[] = {
+        0x00, 0x01, 0x09, 0x0a, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x2f, 0x5b,
+        0x5c, 0x5d, 0x7f, 0x80, 0x9f, 0xa2, 0xc0, 0xdc, 0xfe, 0xff
+    };
+
+    m = ngx_http_conductor_test_m;
+    bad = 0;
+
+    for (len = 0; len <= 140; len++) {
+        for (i = 0; i <= len; i++) {
+
+            /* all 256 bytes up to 70, then the ones near a boundary */
+
+            nb = (i == len) ? 1 : (len <= 70) ? 256 : sizeof(some);
+
+            for (b = 0; b < nb; b++) {
+
+                /* i == len: no byte changed, the plain string */
+
+                memset(doc, 'x', sizeof(doc));
+
+                if (i < len) {
+                    doc[6 + i] = (len <= 70) ? (unsigned char) b : some[b];
+                }
+
+                expect = NGX_HTTP_CONDUCTOR_JSON_OK;
+
+                if (i < len && (doc[6 + i] < 0x20 || doc[6 + i] == '"'
+                                || doc[6 + i] == '\\'))
+                {
+                    expect = NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
+                }
+
+                /* {"a":"...."} */
+
+                memcpy(doc, "{\"a\":\"", 6);
+                memcpy(doc + 6 + len, "\"}", 2);
+
+                rc = ngx_http_conductor_test_scan((const char *) doc,
+                                                  len + 8);
+
+                if (rc != expect
+                    || (rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                        && (m[0].value_len != len + 2
+                            || m[0].type != NGX_HTTP_CONDUCTOR_JSON_STRING)))
+                {
+                    if (bad++ < 5) {
+                        printf("# value: 0x%02x at %zu of %zu: %d\n",
+                               doc[6 + i], i, len, rc);
+                    }
+                }
+
+                /* {"....":1}, the same bytes as a key */
+
+                memmove(doc + 2, doc + 6, len);
+                memcpy(doc, "{\"", 2);
+                memcpy(doc + 2 + len, "\":1}", 4);
+
+                rc = ngx_http_conductor_test_scan((const char *) doc,
+                                                  len + 6);
+
+                if (rc != expect
+                    || (rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                        && (m[0].key_len != len || m[0].key_escaped
+                            || m[0].value_len != 1)))
+                {
+                    if (bad++ < 5) {
+                        printf("# key: 0x%02x at %zu of %zu: %d\n",
+                               doc[2 + i], i, len, rc);
+                    }
+                }
+
+                /* "....", the string is the whole document */
+
+                doc[1] = '"';
+                doc[2 + len] = '"';
+
+                rc = ngx_http_conductor_test_scan((const char *) doc + 1,
+                                                  len + 2);
+
+                if (rc != (expect == NGX_HTTP_CONDUCTOR_JSON_OK
+                           ? NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT : expect))
+                {
+                    if (bad++ < 5) {
+                        printf("# top: 0x%02x at %zu of %zu: %d\n",
+                               doc[2 + i], i, len, rc);
+                    }
+                }
+            }
+        }
+    }
+
+    ngx_http_conductor_test_ok(bad == 0,
+                               "strings: end bytes found at any offset, in "
+                               "documents of any length");
+}
+
+
+/*
+ * Each escape, valid or not, at every offset of strings of 0 to 140
+ * bytes, as a value and as a key, around and across the 16, 32 and 64
+ * byte blocks.
+ */
+
+static void
+ngx_http_conductor_test_string_escapes(void)
+{
+    int                                rc, bad;
+    long                               n;
+    size_t                             len, i, k, el, dl;
+    unsigned char                      doc[200], dec[200], name[200];
+    ngx_http_conductor_json_member_t  *m;
+
+    static const struct {
+        const char  *esc;
+        const char  *dec;            /* NULL: invalid */
+        size_t       dec_len;
+    } escs[] = {
+        { "\\n", "\n", 1 },
+        { "\\\"", "\"", 1 },
+        { "\\\\", "\\", 1 },
+        { "\\/", "/", 1 },
+        { "\\b", "\b", 1 },
+        { "\\f", "\f", 1 },
+        { "\\r", "\r", 1 },
+        { "\\t", "\t", 1 },
+        { "\\u00e9", "\xc3\xa9", 2 },
+        { "\\uD83D\\uDE00", "\xf0\x9f\x98\x80", 4 },
+        { "\\\\\\\"", "\\\"", 2 },
+        { "\\\\\\\\", "\\\\", 2 },
+        { "\\\"\\\"\\\"", "\"\"\"", 3 },
+        { "\\", NULL, 0 },
+        { "\\x", NULL, 0 },
+        { "\\'", NULL, 0 },
+        { "\\u12", NULL, 0 },
+        { "\\u12G4", NULL, 0 },
+        { "\\U0041", NULL, 0 },
+        { "\\\x01", NULL, 0 },
+        { "\\\"\x1f", NULL, 0 }
+    };
+
+    m = ngx_http_conductor_test_m;
+    bad = 0;
+
+    for (k = 0; k < sizeof(escs) / sizeof(escs[0]); k++) {
+        el = strlen(escs[k].esc);
+
+        for (len = 0; len <= 140; len++) {
+            for (i = 0; i <= len; i++) {
+
+                /* {"a":"xx<esc>xxx"} */
+
+                memcpy(doc, "{\"a\":\"", 6);
+                memset(doc + 6, 'x', i);
+                memcpy(doc + 6 + i, escs[k].esc, el);
+                memset(doc + 6 + i + el, 'x', len - i);
+                memcpy(doc + 6 + len + el, "\"}", 2);
+                dl = len + el + 8;
+
+                rc = ngx_http_conductor_test_scan((const char *) doc, dl);
+
+                if (escs[k].dec == NULL) {
+                    if (rc != NGX_HTTP_CONDUCTOR_JSON_SYNTAX && bad++ < 5) {
+                        printf("# %s at %zu of %zu: %d\n", escs[k].esc, i,
+                               len, rc);
+                    }
+
+                    continue;
+                }
+
+                n = -1;
+
+                if (rc == NGX_HTTP_CONDUCTOR_JSON_OK
+                    && m[0].value_len == len + el + 2)
+                {
+                    n = ngx_http_conductor_json_string_decode(m[0].value,
+                            m[0].value_len, dec, sizeof(dec));
+                }
+
+                memset(name, 'x', i);
+                memcpy(name + i, escs[k].dec, escs[k].dec_len);
+                memset(name + i + escs[k].dec_len, 'x', len - i);
+                name[len + escs[k].dec_len] = '\0';
+
+                if (n != (long) (len + escs[k].dec_len)
+                    || memcmp(dec, name, n) != 0)
+                {
+                    if (bad++ < 5) {
+                        printf("# %s at %zu of %zu: %d, decoded %ld\n",
+                               escs[k].esc, i, len, rc, n);
+                    }
+
+                    continue;
+                }
+
+                /* {"xx<esc>xxx":1}: flagged, and key_is() decodes it */
+
+                memmove(doc + 2, doc + 6, len + el);
+                memcpy(doc, "{\"", 2);
+                memcpy(doc + 2 + len + el, "\":1}", 4);
+
+                rc = ngx_http_conductor_test_scan((const char *) doc,
+                                                  len + el + 6);
+
+                if (rc != NGX_HTTP_CONDUCTOR_JSON_OK
+                    || m[0].key_len != len + el || !m[0].key_escaped
+                    || !ngx_http_conductor_json_key_is(&m[0], (char *) name))
+                {
+                    if (bad++ < 5) {
+                        printf("# key %s at %zu of %zu: %d\n", escs[k].esc,
+                               i, len, rc);
+                    }
+
+                    continue;
+                }
+
+                name[len + escs[k].dec_len - 1] = '\0';
+
+                if (ngx_http_conductor_json_key_is(&m[0], (char *) name)
+                    && bad++ < 5)
+                {
+                    printf("# key %s at %zu of %zu: matches a shorter name\n",
+                           escs[k].esc, i, len);
+                }
+            }
+        }
+    }
+
+    ngx_http_conductor_test_ok(bad == 0,
+                               "strings: escapes at any offset, valid and "
+                               "not, in values and keys");
+}
+
+
+/* only space, tab, LF and CR are whitespace, wherever whitespace may be */
+
+static void
+ngx_http_conductor_test_ws_bytes(void)
+{
+    int            rc, ws, bad;
+    size_t         g, b, i, k, len, gaps;
+    unsigned char  doc[64];
+
+    static const char  t[] = "@{@\"a\"@:@[@true@,@\"s\"@]@,@\"b\"@:@{@}@}@";
+
+    bad = 0;
+    gaps = 0;
+
+    for (i = 0; t[i]; i++) {
+        gaps += (t[i] == '@');
+    }
+
+    for (g = 0; g < gaps; g++) {
+        for (b = 0; b < 256; b++) {
+            len = 0;
+            k = 0;
+
+            for (i = 0; t[i]; i++) {
+                if (t[i] != '@') {
+                    doc[len++] = (unsigned char) t[i];
+
+                } else if (k++ == g) {
+                    doc[len++] = (unsigned char) b;
+                }
+            }
+
+            rc = ngx_http_conductor_json_scan_object(doc, len,
+                     &ngx_http_conductor_test_obj, ngx_http_conductor_test_m,
+                     NGX_HTTP_CONDUCTOR_TEST_MAX);
+
+            ws = (b == ' ' || b == '\t' || b == '\n' || b == '\r');
+
+            if (rc != (ws ? NGX_HTTP_CONDUCTOR_JSON_OK
+                          : NGX_HTTP_CONDUCTOR_JSON_SYNTAX)
+                || (ws && ngx_http_conductor_test_obj.n != 2))
+            {
+                if (bad++ < 5) {
+                    printf("# 0x%02zx in gap %zu: %d\n", b, g, rc);
+                }
+            }
+        }
+    }
+
+    ngx_http_conductor_test_ok(bad == 0,
+                               "whitespace: only the four JSON bytes, in "
+                               "every gap");
+}
+
+
+/*
+ * Bytes >= 0x80 are not checked for UTF-8 in strings, as before the SSE2
+ * scan: invalid sequences pass in keys and values, near any block
+ * boundary, and string_decode() copies them; outside strings they are
+ * not JSON.
+ */
+
+static void
+ngx_http_conductor_test_utf8(void)
+{
+    int                                rc, bad;
+    long                               n;
+    size_t                             i, k, l, len;
+    unsigned char                      doc[128], dec[128];
+    ngx_http_conductor_json_member_t  *m;
+
+    static const char  *seqs[] = {
+        "\xff", "\xfe\xff", "\x80", "\xbf\xbf", "\xc3", "\xc0\x80",
+        "\xc1\xbf", "\xe2\x82", "\xed\xa0\x80", "\xed\xbf\xbf",
+        "\xef\xbf\xbe", "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80",
+        "\xc3\xa9", "\xf0\x9f\x98\x80"
+    };
+
+    m = ngx_http_conductor_test_m;
+    bad = 0;
+
+    for (k = 0; k < sizeof(seqs) / sizeof(seqs[0]); k++) {
+        l = strlen(seqs[k]);
+
+        for (i = 0; i <= 70; i++) {
+
+            /* {"<seq>":"xx<seq>"} */
+
+            memcpy(doc, "{\"", 2);
+            memcpy(doc + 2, seqs[k], l);
+            memcpy(doc + 2 + l, "\":\"", 3);
+            memset(doc + 5 + l, 'x', i);
+            memcpy(doc + 5 + l + i, seqs[k], l);
+            memcpy(doc + 5 + 2 * l + i, "\"}", 2);
+            len = 7 + 2 * l + i;
+
+            rc = ngx_http_conductor_test_scan((const char *) doc, len);
+
+            n = -1;
+
+            if (rc == NGX_HTTP_CONDUCTOR_JSON_OK && m[0].key_len == l
+                && !m[0].key_escaped
+                && ngx_http_conductor_json_key_is(&m[0], seqs[k]))
+            {
+                n = ngx_http_conductor_json_string_decode(m[0].value,
+                        m[0].value_len, dec, sizeof(dec));
+            }
+
+            if (n != (long) (i + l) || memcmp(dec + i, seqs[k], l) != 0) {
+                if (bad++ < 5) {
+                    printf("# seq %zu after %zu bytes: %d, %ld\n", k, i, rc,
+                           n);
+                }
+            }
+
+            /* {"a":1<seq>} */
+
+            memcpy(doc, "{\"a\":1", 6);
+            memcpy(doc + 6, seqs[k], l);
+            doc[6 + l] = '}';
+
+            rc = ngx_http_conductor_test_scan((const char *) doc, l + 7);
+
+            if (rc != NGX_HTTP_CONDUCTOR_JSON_SYNTAX && bad++ < 5) {
+                printf("# seq %zu outside a string: %d\n", k, rc);
+            }
+        }
+    }
+
+    ngx_http_conductor_test_ok(bad == 0,
+                               "utf8: not checked in strings (keys and "
+                               "values), not JSON outside");
+}
+
+
+/* keys longer than the first look, with and without escapes */
+
+static void
+ngx_http_conductor_test_keys(void)
+{
+    int            rc;
+    size_t         len;
+    unsigned char  doc[512], name[128];
+
+    static const char  keys[] =
+        "{\"max_completion_tokens\":1,\"max_output_tokens\":2,"
+        "\"abcdefghijklmnopqrs\\u0074\":3,\"mod\\u0065l\":\"m\","
+        "\"stream\":true}";
+
+    rc = ngx_http_conductor_test_scan(keys, sizeof(keys) - 1);
+
+    ngx_http_conductor_test_ok(
+        rc == NGX_HTTP_CONDUCTOR_JSON_OK
+        && ngx_http_conductor_test_obj.n == 5
+        && !ngx_http_conductor_test_m[0].key_escaped
+        && !ngx_http_conductor_test_m[1].key_escaped
+        && ngx_http_conductor_test_m[2].key_escaped
+        && ngx_http_conductor_test_m[3].key_escaped
+        && !ngx_http_conductor_test_m[4].key_escaped,
+        "keys: key_escaped is set on the keys with a backslash only");
+
+    ngx_http_conductor_test_ok(
+        ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0],
+                                       "max_completion_tokens")
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0],
+                                           "max_completion_token")
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0],
+                                           "max_completion_tokensx")
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0], "")
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[1],
+                                           "max_completion_tokens")
+        && ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[2],
+                                          "abcdefghijklmnopqrst")
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[2],
+                                           "abcdefghijklmnopqrs")
+        && ngx_http_conductor_json_find(ngx_http_conductor_test_m,
+                                        ngx_http_conductor_test_obj.n,
+                                        "model") == 3
+        && ngx_http_conductor_json_find(ngx_http_conductor_test_m,
+                                        ngx_http_conductor_test_obj.n,
+                                        "stream") == 4
+        && ngx_http_conductor_json_find(ngx_http_conductor_test_m,
+                                        ngx_http_conductor_test_obj.n,
+                                        "strea") == -1,
+        "keys: key_is() on long keys, escaped or not, and on prefixes");
+
+    /* a 100-byte key */
+
+    memcpy(doc, "{\"", 2);
+    memset(doc + 2, 'k', 100);
+    memcpy(doc + 102, "\":1}", 4);
+    len = 106;
+
+    memset(name, 'k', 101);
+    name[101] = '\0';
+
+    rc = ngx_http_conductor_test_scan((const char *) doc, len);
+
+    ngx_http_conductor_test_ok(
+        rc == NGX_HTTP_CONDUCTOR_JSON_OK
+        && ngx_http_conductor_test_m[0].key_len == 100
+        && !ngx_http_conductor_test_m[0].key_escaped
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0],
+                                           (char *) name)
+        && (name[100] = '\0', 1)
+        && ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0],
+                                          (char *) name)
+        && (name[99] = '\0', 1)
+        && !ngx_http_conductor_json_key_is(&ngx_http_conductor_test_m[0],
+                                           (char *) name),
+        "keys: a 100-byte key matches its name only");
+}
+
+
 static void
 ngx_http_conductor_test_removal(void)
 {
@@ -1270,6 +1734,11 @@ main(void)
     ngx_http_conductor_test_errors();
     ngx_http_conductor_test_depth();
     ngx_http_conductor_test_big();
+    ngx_http_conductor_test_string_bytes();
+    ngx_http_conductor_test_string_escapes();
+    ngx_http_conductor_test_ws_bytes();
+    ngx_http_conductor_test_utf8();
+    ngx_http_conductor_test_keys();
     ngx_http_conductor_test_removal();
     ngx_http_conductor_test_splice();
     ngx_http_conductor_test_escape();
