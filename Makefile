@@ -54,11 +54,11 @@ $(MODULE): $(BUILD)/Makefile $(MODULE_SOURCES)
 	$(MAKE) -f $(BUILD)/Makefile -C $(NGX_SRC) modules
 	@test -f $(MODULE)
 
-$(BUILD)/unit/%: t/unit/%.c $(PARSERS_PRESENT) $(wildcard src/*.h)
+$(BUILD)/unit/%: t/unit/%.c $(PARSERS_PRESENT) $(wildcard src/*.h t/unit/*.h)
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PARSERS_PRESENT) -ljansson
 
-$(BUILD)/fuzz/%: t/fuzz/%.c $(PARSERS_PRESENT) $(wildcard src/*.h)
+$(BUILD)/fuzz/%: t/fuzz/%.c $(PARSERS_PRESENT) $(wildcard src/*.h t/unit/*.h)
 	@mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< \
 	    $(PARSERS_PRESENT) -ljansson

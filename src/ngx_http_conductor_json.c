@@ -1317,3 +1317,212 @@ ngx_http_conductor_json_splice(const unsigned char *p, size_t len,
 
     return n + gap;
 }
+
+
+const unsigned char *
+ngx_http_conductor_json_skip_value(const unsigned char *p,
+    const unsigned char *end, unsigned levels)
+{
+    int                   escaped;
+    uint64_t              objects, bit;
+    unsigned              depth;
+    unsigned char         c;
+    const unsigned char  *start;
+
+    /* the strings' block reads stay inside [start, end) */
+    start = p;
+    depth = 0;
+    objects = 0;
+
+value:
+
+    if (p == end) {
+        return NULL;
+    }
+
+    switch (*p) {
+
+    case '{':
+    case '[':
+        if (depth == levels || depth == NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH) {
+            return NULL;
+        }
+
+        c = (*p == '{') ? '}' : ']';
+        bit = (uint64_t) 1 << depth;
+        objects = (c == '}') ? (objects | bit) : (objects & ~bit);
+        depth++;
+        p++;
+
+        while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+            p++;
+        }
+
+        if (p < end && *p == c) {
+            depth--;
+            p++;
+            goto next;
+        }
+
+        if (c == ']') {
+            goto value;
+        }
+
+        goto member;
+
+    case '"':
+        p = ngx_http_conductor_json_string(p + 1, start, end, &escaped);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        goto next;
+
+    case '-':
+    case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+
+        /* the grammar of scan_object() */
+
+        if (*p == '-') {
+            p++;
+            if (p == end) {
+                return NULL;
+            }
+        }
+
+        if (*p == '0') {
+            p++;
+
+        } else if (*p >= '1' && *p <= '9') {
+            do {
+                p++;
+            } while (p < end && ngx_http_conductor_json_is_digit(*p));
+
+        } else {
+            return NULL;
+        }
+
+        if (p < end && *p == '.') {
+            p++;
+            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+                return NULL;
+            }
+
+            do {
+                p++;
+            } while (p < end && ngx_http_conductor_json_is_digit(*p));
+        }
+
+        if (p < end && (*p == 'e' || *p == 'E')) {
+            p++;
+            if (p < end && (*p == '+' || *p == '-')) {
+                p++;
+            }
+
+            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+                return NULL;
+            }
+
+            do {
+                p++;
+            } while (p < end && ngx_http_conductor_json_is_digit(*p));
+        }
+
+        goto next;
+
+    case 't':
+        if (end - p < 4 || memcmp(p, "true", 4) != 0) {
+            return NULL;
+        }
+
+        p += 4;
+        goto next;
+
+    case 'f':
+        if (end - p < 5 || memcmp(p, "false", 5) != 0) {
+            return NULL;
+        }
+
+        p += 5;
+        goto next;
+
+    case 'n':
+        if (end - p < 4 || memcmp(p, "null", 4) != 0) {
+            return NULL;
+        }
+
+        p += 4;
+        goto next;
+
+    default:
+        return NULL;
+    }
+
+member:
+
+    /* after '{' or ',' of an object, whitespace skipped */
+
+    if (p == end || *p != '"') {
+        return NULL;
+    }
+
+    p = ngx_http_conductor_json_string(p + 1, start, end, &escaped);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+        p++;
+    }
+
+    if (p == end || *p != ':') {
+        return NULL;
+    }
+
+    p++;
+
+    while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+        p++;
+    }
+
+    goto value;
+
+next:
+
+    /* a value ended just before p */
+
+    if (depth == 0) {
+        return p;
+    }
+
+    while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+        p++;
+    }
+
+    if (p == end) {
+        return NULL;
+    }
+
+    c = *p++;
+    bit = objects & ((uint64_t) 1 << (depth - 1));
+
+    if (c == ',') {
+        while (p < end && ngx_http_conductor_json_is_ws(*p)) {
+            p++;
+        }
+
+        if (bit) {
+            goto member;
+        }
+
+        goto value;
+    }
+
+    if (c == (bit ? '}' : ']')) {
+        depth--;
+        goto next;
+    }
+
+    return NULL;
+}

@@ -125,4 +125,14 @@ size_t ngx_http_conductor_json_splice(const unsigned char *p, size_t len,
     unsigned char *out);
 
 
+/*
+ * Validates the one value starting at p (no whitespace before it) by the
+ * rules of scan_object(), with at most levels containers open at once
+ * (0: scalars only; at most MAX_DEPTH), and returns the byte after it, or
+ * NULL when it is invalid, cut short or deeper.  What follows the value
+ * is the caller's to check: "01" ends after "0".
+ */
+const unsigned char *ngx_http_conductor_json_skip_value(
+    const unsigned char *p, const unsigned char *end, unsigned levels);
+
 #endif /* _NGX_HTTP_CONDUCTOR_JSON_H_INCLUDED_ */

@@ -97,10 +97,25 @@ int ngx_http_conductor_usage_parse_body(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len);
 
 /*
- * The same for a complete body in one piece, read in place with the span
- * scanner (ngx_http_conductor_json.h): faster than either of the above.
+ * The same for a complete body in one piece, read in place: the usage
+ * member is read from the end of the body, at a cost that does not grow
+ * with the answer, when the members after it prove it is the top-level
+ * usage; otherwise parse_full().  Same result as parse_full() for every
+ * body that is valid JSON (see parse_tail() for the others).
  */
 int ngx_http_conductor_usage_parse_object(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len);
+
+/* the read from the end alone: -1 when it cannot tell, u untouched */
+int ngx_http_conductor_usage_parse_tail(ngx_http_conductor_usage_t *u,
+    const unsigned char *p, size_t len);
+
+/*
+ * parse_object() by a span scan of the whole body (which validates it),
+ * parse_body() for an object of more members than the scan has room for:
+ * the fallback, and what tests compare parse_object() with.
+ */
+int ngx_http_conductor_usage_parse_full(ngx_http_conductor_usage_t *u,
     const unsigned char *p, size_t len);
 
 /*

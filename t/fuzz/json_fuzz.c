@@ -6,7 +6,8 @@
  * string scans (the module's and the portable one, compiled below under
  * other names), key_is/find/string_decode on every member, removal,
  * insertion and value replacement of every member (the result must scan
- * again), the escape round trip of the raw input and uint.
+ * again), skip_value against the scan, the escape round trip of the raw
+ * input and uint.
  */
 
 
@@ -37,6 +38,8 @@
 #define ngx_http_conductor_json_member_removal                                \
     ngx_http_conductor_scalar_member_removal
 #define ngx_http_conductor_json_splice     ngx_http_conductor_scalar_splice
+#define ngx_http_conductor_json_skip_value                                    \
+    ngx_http_conductor_scalar_skip_value
 
 /* the header is in already: the prototypes under the other names */
 int ngx_http_conductor_json_scan_object(const unsigned char *p, size_t len,
@@ -72,6 +75,7 @@ size_t ngx_http_conductor_json_splice(const unsigned char *p, size_t len,
 #undef ngx_http_conductor_json_uint
 #undef ngx_http_conductor_json_member_removal
 #undef ngx_http_conductor_json_splice
+#undef ngx_http_conductor_json_skip_value
 
 
 #define NGX_HTTP_CONDUCTOR_FUZZ_MAX  16
@@ -620,6 +624,64 @@ ngx_http_conductor_fuzz_reference(const uint8_t *data, size_t size,
 }
 
 
+/*
+ * skip_value() accepts what scan_object() accepts as a document (any
+ * value), ends each member's value where the scan does, and fewer levels
+ * only ever cut it off.
+ */
+
+static void
+ngx_http_conductor_fuzz_skip(const uint8_t *data, size_t size, int rc,
+    const ngx_http_conductor_json_object_t *obj,
+    const ngx_http_conductor_json_member_t *m)
+{
+    int             valid;
+    size_t          i;
+    unsigned        levels;
+    const uint8_t  *p, *q, *r, *end;
+
+    p = data;
+    end = data + size;
+
+    while (p < end
+           && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+    {
+        p++;
+    }
+
+    q = ngx_http_conductor_json_skip_value(p, end,
+                                           NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH);
+    r = q;
+
+    while (r != NULL && r < end
+           && (*r == ' ' || *r == '\t' || *r == '\r' || *r == '\n'))
+    {
+        r++;
+    }
+
+    valid = (rc == NGX_HTTP_CONDUCTOR_JSON_OK
+             || rc == NGX_HTTP_CONDUCTOR_JSON_TOO_MANY
+             || rc == NGX_HTTP_CONDUCTOR_JSON_NOT_OBJECT);
+
+    ngx_http_conductor_fuzz_assert((r == end) == valid);
+
+    levels = size ? data[0] % (NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH + 1) : 0;
+    r = ngx_http_conductor_json_skip_value(p, end, levels);
+
+    ngx_http_conductor_fuzz_assert(r == NULL || r == q);
+
+    if (rc != NGX_HTTP_CONDUCTOR_JSON_OK) {
+        return;
+    }
+
+    for (i = 0; i < obj->n; i++) {
+        q = ngx_http_conductor_json_skip_value(m[i].value, end,
+                                       NGX_HTTP_CONDUCTOR_JSON_MAX_DEPTH - 1);
+        ngx_http_conductor_fuzz_assert(q == m[i].value + m[i].value_len);
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -687,6 +749,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     json_decref(j);
 
+    ngx_http_conductor_fuzz_skip(data, size, rc, &obj, m);
     ngx_http_conductor_fuzz_escape(data, size);
     ngx_http_conductor_fuzz_uint(data, size);
 

@@ -20,6 +20,8 @@
 #define ngx_http_conductor_json_member_removal                                \
     ngx_http_conductor_scalar_member_removal
 #define ngx_http_conductor_json_splice     ngx_http_conductor_scalar_splice
+#define ngx_http_conductor_json_skip_value                                    \
+    ngx_http_conductor_scalar_skip_value
 
 #include "ngx_http_conductor_json.c"
 

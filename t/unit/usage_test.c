@@ -4,6 +4,10 @@
  * from the repository root.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* memmem */
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,8 +16,10 @@
 
 #include <jansson.h>
 
+#include "ngx_http_conductor_json.h"
 #include "ngx_http_conductor_sse.h"
 #include "ngx_http_conductor_usage.h"
+#include "ngx_http_conductor_usage_ref.h"
 
 
 #define NGX_HTTP_CONDUCTOR_TEST_DIR  "t/unit/fixtures/"
@@ -818,6 +824,656 @@ ngx_http_conductor_test_only_chunk(void)
 }
 
 
+/*
+ * Every field, the private ones too (a merge depends on them); delta only
+ * when asked: it is for streams, and a body read by parse_body() sets it.
+ */
+
+static int
+ngx_http_conductor_test_equal(const ngx_http_conductor_usage_t *a,
+    const ngx_http_conductor_usage_t *b, int delta)
+{
+    return ngx_http_conductor_test_same(a, b)
+           && a->has_input == b->has_input && a->input == b->input
+           && a->api == b->api && a->terminal == b->terminal
+           && (!delta || a->delta == b->delta);
+}
+
+
+/*
+ * Where parse_object() must give what parse_full() gives: a valid body,
+ * or one of more members than the span scan has room for (parse_body()
+ * then) with one "usage" in it, so that the scanner's way with duplicates
+ * does not come in.
+ */
+
+static int
+ngx_http_conductor_test_comparable(const unsigned char *p, size_t len)
+{
+    int                               rc;
+    const unsigned char              *q;
+    ngx_http_conductor_json_object_t  obj;
+    ngx_http_conductor_json_member_t  m[NGX_HTTP_CONDUCTOR_REF_MEMBERS];
+
+    rc = ngx_http_conductor_json_scan_object(p, len, &obj, m,
+                                             NGX_HTTP_CONDUCTOR_REF_MEMBERS);
+
+    if (rc == NGX_HTTP_CONDUCTOR_JSON_OK) {
+        return 1;
+    }
+
+    if (rc != NGX_HTTP_CONDUCTOR_JSON_TOO_MANY) {
+        return 0;
+    }
+
+    q = memmem(p, len, "usage", 5);
+
+    return q != NULL && memmem(q + 1, len - (q + 1 - p), "usage", 5) == NULL;
+}
+
+
+/* an Anthropic state to merge into, as after message_start */
+
+static void
+ngx_http_conductor_test_prior(ngx_http_conductor_usage_t *u, int api)
+{
+    ngx_http_conductor_usage_init(u, api);
+
+    if (api == NGX_HTTP_CONDUCTOR_EP_MESSAGES) {
+        u->input = 7;
+        u->has_input = 1;
+        u->cached = 3;
+        u->has_cached = 1;
+        u->completion = 1;
+        u->has_completion = 1;
+        u->prompt = 10;
+        u->has_prompt = 1;
+        u->total = 11;
+        u->found = 1;
+    }
+}
+
+
+/*
+ * parse_full() and the reference (the reading before the fast path) agree
+ * on the body, for every API, fresh and merging, and so does
+ * parse_object() where it must; sets *tail to the fast path's own answer
+ * for the chat API (-1: it declined).
+ */
+
+static int
+ngx_http_conductor_test_agree(const char *p, size_t len, int *tail)
+{
+    int                         api, prior, rc_ref, rc_full, rc_obj, rc_tail,
+                                cmp;
+    unsigned char              *b;
+    ngx_http_conductor_usage_t  ref, full, obj, fast;
+
+    /* a copy of the exact size: ASan sees a read past the end */
+
+    b = malloc(len ? len : 1);
+    if (b == NULL) {
+        abort();
+    }
+
+    memcpy(b, p, len);
+
+    cmp = ngx_http_conductor_test_comparable(b, len);
+
+    for (api = 0; api < NGX_HTTP_CONDUCTOR_NEPS; api++) {
+        for (prior = 0; prior < 2; prior++) {
+            if (prior) {
+                ngx_http_conductor_test_prior(&ref, api);
+
+            } else {
+                ngx_http_conductor_usage_init(&ref, api);
+            }
+
+            full = ref;
+            obj = ref;
+            fast = ref;
+
+            rc_ref = ngx_http_conductor_ref_parse_object(&ref, b, len);
+            rc_full = ngx_http_conductor_usage_parse_full(&full, b, len);
+            rc_obj = ngx_http_conductor_usage_parse_object(&obj, b, len);
+            rc_tail = ngx_http_conductor_usage_parse_tail(&fast, b, len);
+
+            if (rc_ref != rc_full
+                || !ngx_http_conductor_test_equal(&ref, &full, 1)
+                || (cmp && (rc_ref != rc_obj
+                            || !ngx_http_conductor_test_equal(&ref, &obj, 0)))
+                || (rc_tail >= 0 && (rc_tail != rc_obj
+                    || !ngx_http_conductor_test_equal(&fast, &obj, 1))))
+            {
+                printf("# api %d%s: ref %d full %d object %d tail %d "
+                       "(prompt %lld/%lld/%lld) in %.*s\n", api,
+                       prior ? " merged" : "", rc_ref, rc_full, rc_obj,
+                       rc_tail, (long long) ref.prompt,
+                       (long long) full.prompt, (long long) obj.prompt,
+                       (int) (len < 200 ? len : 200), p);
+                free(b);
+                return 0;
+            }
+
+            if (api == NGX_HTTP_CONDUCTOR_EP_CHAT && !prior && tail) {
+                *tail = rc_tail;
+            }
+        }
+    }
+
+    free(b);
+
+    return 1;
+}
+
+
+/* s with every "\n" made "\r\n" */
+
+static char *
+ngx_http_conductor_test_crlf(const char *s, size_t len, size_t *out)
+{
+    size_t  i, n;
+    char   *d;
+
+    d = malloc(2 * len + 1);
+    if (d == NULL) {
+        abort();
+    }
+
+    for (i = 0, n = 0; i < len; i++) {
+        if (s[i] == '\n') {
+            d[n++] = '\r';
+        }
+
+        d[n++] = s[i];
+    }
+
+    *out = n;
+
+    return d;
+}
+
+
+static void
+ngx_http_conductor_test_fast_fixtures(void)
+{
+    int                              ok, tail, all;
+    char                            *s, desc[160];
+    size_t                           i, n, taken;
+    json_t                          *root;
+    ngx_http_conductor_test_file_t   f;
+    ngx_http_conductor_test_case_t  *t;
+
+    for (t = ngx_http_conductor_test_cases; t->file; t++) {
+        if (t->stream) {
+            continue;
+        }
+
+        f = ngx_http_conductor_test_read(t->file);
+
+        tail = -1;
+        ok = ngx_http_conductor_test_agree(f.p, f.len, &tail);
+        snprintf(desc, sizeof(desc), "%s: read from the end, same usage as "
+                 "the full scan, every API", t->file);
+        ngx_http_conductor_test_ok(ok && tail == 1, desc);
+
+        s = ngx_http_conductor_test_crlf(f.p, f.len, &n);
+        ok = ngx_http_conductor_test_agree(s, n, &tail) && tail == 1;
+        free(s);
+
+        root = json_loadb(f.p, f.len, 0, NULL);
+        s = root ? json_dumps(root, JSON_COMPACT) : NULL;
+        ok = ok && s != NULL
+             && ngx_http_conductor_test_agree(s, strlen(s), &tail)
+             && tail == 1;
+        free(s);
+        json_decref(root);
+
+        snprintf(desc, sizeof(desc), "%s: CRLF and compact: the same, from "
+                 "the end", t->file);
+        ngx_http_conductor_test_ok(ok, desc);
+
+        /*
+         * Cut anywhere: not read from the end unless the cut falls after
+         * a '}' (see test_fast_limits())
+         */
+
+        all = 1;
+        taken = 0;
+
+        for (i = 0; i < f.len && all; i++) {
+            all = ngx_http_conductor_test_agree(f.p, i, &tail);
+
+            for (n = i; n > 0 && strchr(" \t\r\n", f.p[n - 1]); n--) {
+                /* void */
+            }
+
+            if (tail >= 0) {
+                taken++;
+                all = all && n > 0 && f.p[n - 1] == '}';
+            }
+        }
+
+        snprintf(desc, sizeof(desc), "%s: truncations: the same as the full "
+                 "scan, or cut after a '}' (%zu)", t->file, taken);
+        ngx_http_conductor_test_ok(all, desc);
+
+        free(f.p);
+    }
+}
+
+
+/* a body nesting levels arrays in the usage object, or after it */
+
+static char *
+ngx_http_conductor_test_deep(unsigned levels, int in_usage)
+{
+    char      *s, *q;
+    unsigned   i;
+
+    s = malloc(2 * levels + 128);
+    if (s == NULL) {
+        abort();
+    }
+
+    q = s;
+    q += sprintf(q, "{\"usage\":{\"prompt_tokens\":1%s",
+                 in_usage ? ",\"x\":" : "},\"x\":");
+
+    for (i = 0; i < levels; i++) {
+        *q++ = '[';
+    }
+
+    for (i = 0; i < levels; i++) {
+        *q++ = ']';
+    }
+
+    strcpy(q, in_usage ? "}}" : "}");
+
+    return s;
+}
+
+
+static void
+ngx_http_conductor_test_fast_bodies(void)
+{
+    int                          ok, tail;
+    char                        *s, *q, desc[200];
+    size_t                       i, n;
+    unsigned                     levels;
+    ngx_http_conductor_usage_t   u;
+
+    /* body, what the fast path does (-1 declines), the usage's prompt */
+
+    static const struct {
+        const char  *body;
+        int          tail;
+        int64_t      prompt;
+    } bodies[] = {
+
+        /* nested usage beside the top-level one */
+        { "{\"a\":{\"usage\":{\"prompt_tokens\":9}},"
+          "\"usage\":{\"prompt_tokens\":1}}", 1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"a\":{\"usage\":{\"prompt_tokens\":9}}}", -1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"a\":[{\"usage\":{\"prompt_tokens\":9}}]}", -1, 1 },
+        { "{\"a\":{\"b\":{\"usage\":{\"prompt_tokens\":9}}}}", -1, -1 },
+        { "{\"choices\":[{\"usage\":{\"prompt_tokens\":9}}]}", -1, 9 },
+
+        /* usage inside strings, quotes escaped */
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"a\":\"\\\"usage\\\":{\\\"prompt_tokens\\\":9}\"}", 1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"a\":\"\\\\\\\"usage\\\":{\\\"prompt_tokens\\\":9}}\"}", 1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1,\"note\":\"}}]]\\\"usage\\\":{\"},"
+          "\"z\":\"}\"}", 1, 1 },
+        { "{\"a\\\"usage\":{\"prompt_tokens\":9},"
+          "\"usage\":{\"prompt_tokens\":1}}", 1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"a\\\"usage\":{\"prompt_tokens\":9}}", 1, 1 },
+
+        /* duplicates: the last wins, as json_find() */
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"usage\":{\"prompt_tokens\":2}}", 1, 2 },
+        { "{\"usage\":{\"prompt_tokens\":1},\"usage\":{}}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},\"usage\":null}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":3,\"prompt_tokens\":4}}", 1, 4 },
+        { "{\"usage\":{\"prompt_tokens\":3,\"prompt_tokens\":null,"
+          "\"input_tokens\":5}}", 1, 5 },
+
+        /* usage not last, whitespace, CRLF */
+        { "{\"usage\":{\"prompt_tokens\":1},\"model\":\"x\","
+          "\"n\":[1,2,{\"a\":null}],\"t\":true,\"f\":false,\"e\":-1.5e3}",
+          1, 1 },
+        { "\r\n {\r\n \"usage\" :\t{ \"prompt_tokens\" : 1 } ,\r\n"
+          " \"x\" : [ ] \r\n}\r\n\t ", 1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1}}\n\n\n", 1, 1 },
+
+        /* truncated or not JSON */
+        { "{\"usage\":{\"prompt_tokens\":1}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},\"a\":1", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},\"a\":}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},,}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1}}}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1]}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":01}}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1,}}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},\"a\":\"\x01\"}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1},\"a\":\"\\x\"}", -1, -1 },
+        { "\"usage\":{\"prompt_tokens\":1}}", -1, -1 },
+        { "{}", -1, -1 },
+        { "", -1, -1 },
+        { "}", -1, -1 },
+
+        /* usage value not an object */
+        { "{\"usage\":[{\"prompt_tokens\":1}]}", -1, -1 },
+        { "{\"usage\":\"{\\\"prompt_tokens\\\":1}\"}", -1, -1 },
+        { "{\"usage\":1}", -1, -1 },
+        { "{\"usage\" \"x\":{\"prompt_tokens\":1}}", -1, -1 },
+
+        /* keys with escapes */
+        { "{\"us\\u0061ge\":{\"prompt_tokens\":1}}", -1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1},"
+          "\"us\\u0061ge\":{\"prompt_tokens\":2}}", -1, 2 },
+        { "{\"us\\u0061ge\":{\"prompt_tokens\":2},"
+          "\"usage\":{\"prompt_tokens\":1}}", 1, 1 },
+        { "{\"usage\":{\"pr\\u006fmpt_tokens\":3}}", 1, 3 },
+        { "{\"usage\":{\"prompt\\u005ftokens\":3,\"prompt_tokens\":4,"
+          "\"pr\\u006fmpt_tokens\":5}}", 1, 5 },
+        { "{\"usage\":{\"prompt_tokens\\u0000\":3,\"total_tokens\":1}}",
+          1, -1 },
+        { "{\"usage\":{\"\\ud800prompt_tokens\":3,\"total_tokens\":1}}",
+          1, -1 },
+
+        /* counts: not integers, out of range, details */
+        { "{\"usage\":{\"prompt_tokens\":1.0,\"completion_tokens\":-1,"
+          "\"total_tokens\":1e2}}", -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":\"1\",\"total_tokens\":true}}",
+          -1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1000000000001,"
+          "\"completion_tokens\":1000000000000}}", 1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":99999999999999999999999,"
+          "\"total_tokens\":0}}", 1, -1 },
+        { "{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens_details\":"
+          "{\"cached_tokens\":null},\"input_tokens_details\":"
+          "{\"cached_tokens\":4}}}", 1, 1 },
+        { "{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens_details\":"
+          "{\"cached_tokens\":3},\"prompt_tokens_details\":{\"x\":1},"
+          "\"completion_tokens_details\":[],\"output_tokens_details\":"
+          "{\"reasoning_tokens\":2,\"reasoning_tokens\":6}}}", 1, 1 },
+        { "{\"usage\":{\"input_tokens\":5,\"output_tokens\":6,"
+          "\"input_tokens_details\":{\"cached_tokens\":2},"
+          "\"output_tokens_details\":{\"reasoning_tokens\":3},"
+          "\"cache_read_input_tokens\":7,"
+          "\"cache_creation_input_tokens\":8,\"cached_tokens\":9,"
+          "\"reasoning_tokens\":10}}", 1, 5 },
+        { "{\"usage\":{\"output_tokens\":6,\"cache_read_input_tokens\":7}}",
+          1, -1 },
+
+        { NULL, 0, 0 }
+    };
+
+    for (i = 0; bodies[i].body; i++) {
+        tail = -2;
+        ok = ngx_http_conductor_test_agree(bodies[i].body,
+                                           strlen(bodies[i].body), &tail);
+
+        if (ok && tail != bodies[i].tail) {
+            printf("# tail %d, not %d\n", tail, bodies[i].tail);
+            ok = 0;
+        }
+
+        ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_EP_CHAT);
+        (void) ngx_http_conductor_usage_parse_object(&u,
+                   (const unsigned char *) bodies[i].body,
+                   strlen(bodies[i].body));
+
+        if (ok && (u.has_prompt ? u.prompt : -1) != bodies[i].prompt) {
+            printf("# prompt %lld\n", (long long) u.prompt);
+            ok = 0;
+        }
+
+        snprintf(desc, sizeof(desc), "from the end %s, as the full scan: "
+                 "%.120s", bodies[i].tail == 1 ? "taken" : "declined",
+                 bodies[i].body);
+
+        /* one TAP line */
+        for (q = desc; *q; q++) {
+            if ((unsigned char) *q < 0x20) {
+                *q = ' ';
+            }
+        }
+
+        ngx_http_conductor_test_ok(ok, desc);
+    }
+
+    /* more members in the usage object than the span scan has room for */
+
+    for (n = 30; n <= 34; n++) {
+        s = malloc(n * 16 + 64);
+        if (s == NULL) {
+            abort();
+        }
+
+        strcpy(s, "{\"usage\":{");
+
+        for (i = 0; i < n; i++) {
+            sprintf(s + strlen(s), "\"m%zu\":0,", i);
+        }
+
+        strcat(s, "\"prompt_tokens\":5}}");
+
+        ok = ngx_http_conductor_test_agree(s, strlen(s), &tail)
+             && tail == (n < NGX_HTTP_CONDUCTOR_REF_MEMBERS ? 1 : -1);
+        snprintf(desc, sizeof(desc), "usage of %zu members: only the first "
+                 "32 are read, as the full scan", n + 1);
+        ngx_http_conductor_test_ok(ok, desc);
+        free(s);
+    }
+
+    /* more top-level members than the scan has room for */
+
+    s = malloc(40 * 16 + 128);
+    if (s == NULL) {
+        abort();
+    }
+
+    strcpy(s, "{");
+
+    for (i = 0; i < 40; i++) {
+        sprintf(s + strlen(s), "\"m%zu\":[%zu],", i, i);
+    }
+
+    strcat(s, "\"usage\":{\"prompt_tokens\":5},\"z\":0}");
+    ok = ngx_http_conductor_test_agree(s, strlen(s), &tail) && tail == 1;
+    ngx_http_conductor_test_ok(ok, "a body of 42 members: the same usage");
+    free(s);
+
+    /* nesting: 64 levels with the body, not 65 */
+
+    for (levels = 61; levels <= 63; levels++) {
+        s = ngx_http_conductor_test_deep(levels, 1);
+        ok = ngx_http_conductor_test_agree(s, strlen(s), &tail)
+             && tail == (levels <= 62 ? 1 : -1);
+        free(s);
+
+        s = ngx_http_conductor_test_deep(levels + 1, 0);
+        ok = ok && ngx_http_conductor_test_agree(s, strlen(s), &tail)
+             && tail == (levels <= 62 ? 1 : -1);
+        free(s);
+
+        snprintf(desc, sizeof(desc), "%u levels in the usage object, %u "
+                 "after it: as the full scan", levels + 2, levels + 2);
+        ngx_http_conductor_test_ok(ok, desc);
+    }
+}
+
+
+/*
+ * What the fast path cannot see: what comes before the usage key.  Not
+ * JSON there, it takes the usage the full scan rejects with the body.
+ */
+
+static void
+ngx_http_conductor_test_fast_limits(void)
+{
+    int                              ok;
+    char                            *p;
+    size_t                           i;
+    ngx_http_conductor_usage_t       u, v;
+    ngx_http_conductor_test_file_t   f;
+
+    static const char  *bodies[] = {
+        "{\"a\":{\"usage\":{\"prompt_tokens\":1}}",
+        "{\"a\":1}{\"usage\":{\"prompt_tokens\":1}}",
+        "{\"a\" 1,\"usage\":{\"prompt_tokens\":1}}",
+        NULL
+    };
+
+    ok = 1;
+
+    for (i = 0; bodies[i]; i++) {
+        ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_EP_CHAT);
+        ngx_http_conductor_usage_init(&v, NGX_HTTP_CONDUCTOR_EP_CHAT);
+
+        ok = ok && ngx_http_conductor_usage_parse_object(&u,
+                       (const unsigned char *) bodies[i], strlen(bodies[i]))
+                   == 1
+             && u.prompt == 1
+             && ngx_http_conductor_usage_parse_full(&v,
+                       (const unsigned char *) bodies[i], strlen(bodies[i]))
+                   == 0;
+    }
+
+    ngx_http_conductor_test_ok(ok, "not JSON before the usage key: taken "
+                               "from the end, not by the full scan "
+                               "(documented)");
+
+    /* a Responses body cut after a tool call's usage: the tool's taken */
+
+    f = ngx_http_conductor_test_read("openai_responses.json");
+    p = strstr(f.p, "\"reasoning_tokens\": 2000");
+    p = p ? strchr(p, '}') : NULL;
+    p = p ? strchr(p + 1, '}') : NULL;
+    p = p ? strchr(p + 1, '}') : NULL;
+
+    ngx_http_conductor_usage_init(&u, NGX_HTTP_CONDUCTOR_EP_RESPONSES);
+    ngx_http_conductor_usage_init(&v, NGX_HTTP_CONDUCTOR_EP_RESPONSES);
+
+    ok = p != NULL
+         && ngx_http_conductor_usage_parse_object(&u,
+                (const unsigned char *) f.p, p + 1 - f.p) == 1
+         && u.prompt == 5000
+         && ngx_http_conductor_usage_parse_full(&v,
+                (const unsigned char *) f.p, p + 1 - f.p) == 0;
+    ngx_http_conductor_test_ok(ok, "a body cut after a nested object: its "
+                               "usage taken from the end (documented)");
+    free(f.p);
+}
+
+
+/*
+ * The one-pass reader of a usage object against the look-ups it replaced,
+ * through the line handler's captured-object entry, valid JSON or not.
+ */
+
+static void
+ngx_http_conductor_test_reader(void)
+{
+    int                            api, prior, ok, rc, rc_ref;
+    size_t                         i, len;
+    unsigned char                 *b;
+    ngx_http_conductor_usage_t     u, ref;
+    ngx_http_conductor_sse_line_t  line;
+
+    static const char  *objects[] = {
+        "{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}",
+        " \r\n{\"input_tokens\":1,\"output_tokens\":2}\t\n",
+        "{\"prompt_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":1,"
+        "\"cached_tokens\":\"x\"},\"completion_tokens_details\":"
+        "{\"reasoning_tokens\":4}}",
+        "{\"input_tokens\":10,\"cache_read_input_tokens\":20,"
+        "\"cache_creation_input_tokens\":30,\"output_tokens\":null}",
+        "{\"total_tokens\":0}",
+        "{\"prompt_tokens\":1",
+        "{\"prompt_tokens\":1}}",
+        "{\"prompt_tokens\":1} x",
+        "{\"prompt_tokens\":1,}",
+        "{\"prompt_tokens\":1,\"a\":[1,]}",
+        "{\"prompt_tokens\":1,\"a\":[01]}",
+        "{\"prompt_tokens\":1,\"a\":\"\\u12\"}",
+        "{\"prompt_tokens\":1,\"a\":tru}",
+        "{\"prompt_tokens\":-0,\"total_tokens\":-0.0}",
+        "{'prompt_tokens':1}",
+        "[{\"prompt_tokens\":1}]",
+        "{\"prompt_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":2}"
+        ",\"prompt_tokens_details\":{\"cached_tokens\":3,}}",
+        "",
+        "{",
+        "{}",
+        NULL
+    };
+
+    ok = 1;
+
+    for (i = 0; objects[i] && ok; i++) {
+        len = strlen(objects[i]);
+        b = malloc(len ? len : 1);
+        if (b == NULL) {
+            abort();
+        }
+
+        memcpy(b, objects[i], len);
+
+        for (api = 0; api < NGX_HTTP_CONDUCTOR_NEPS; api++) {
+            for (prior = 0; prior < 2; prior++) {
+                memset(&line, 0, sizeof(line));
+                line.data = b;
+                line.len = len;
+                line.flags = NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP;
+
+                if (api == NGX_HTTP_CONDUCTOR_EP_MESSAGES) {
+                    line.event = (const unsigned char *) "message_delta";
+                    line.event_len = 13;
+
+                } else if (api == NGX_HTTP_CONDUCTOR_EP_RESPONSES) {
+                    line.event = (const unsigned char *) "response.completed";
+                    line.event_len = 18;
+                    line.flags = NGX_HTTP_CONDUCTOR_SSE_USAGE_RESPONSE;
+                }
+
+                ngx_http_conductor_test_prior(&u, prior ? api : -1);
+                u.api = api;
+                ref = u;
+
+                rc = ngx_http_conductor_usage_parse_line(&u, &line);
+                rc_ref = ngx_http_conductor_ref_apply_text(&ref, b, len);
+
+                /* the line handler marks a top-level capture */
+                ref.delta = (rc_ref && line.flags
+                             == NGX_HTTP_CONDUCTOR_SSE_USAGE_TOP)
+                            ? 1 : ref.delta;
+
+                if (rc != rc_ref
+                    || !ngx_http_conductor_test_equal(&u, &ref, 1))
+                {
+                    printf("# api %d: %d, reference %d: %s\n", api, rc,
+                           rc_ref, objects[i]);
+                    ok = 0;
+                }
+            }
+        }
+
+        free(b);
+    }
+
+    ngx_http_conductor_test_ok(ok, "usage objects read in one pass as by "
+                               "the look-ups, valid or not, every API");
+}
+
+
 int
 main(void)
 {
@@ -829,6 +1485,10 @@ main(void)
     ngx_http_conductor_test_rules();
     ngx_http_conductor_test_hot_path();
     ngx_http_conductor_test_only_chunk();
+    ngx_http_conductor_test_fast_fixtures();
+    ngx_http_conductor_test_fast_bodies();
+    ngx_http_conductor_test_fast_limits();
+    ngx_http_conductor_test_reader();
 
     printf("1..%d\n", ngx_http_conductor_test_n);
 
