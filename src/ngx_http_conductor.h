@@ -309,6 +309,9 @@ typedef struct {
     ngx_http_conductor_money_t        cost;
     ngx_http_conductor_sse_t         *sse;       /* a stream's parser */
     ngx_http_conductor_sse_scan_t    *scan;      /* a long JSON body's */
+    u_char                           *json;      /* the answer gathered */
+    size_t                            json_len;
+    size_t                            json_size;
     off_t                             body_bytes;  /* of the answer */
 
     unsigned                          json_done:1; /* read in one piece */

@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_conductor_observe_stream(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_feed_json(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_gather_json(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_conductor_feed_stream(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_strip(ngx_http_request_t *r,
@@ -53,6 +55,14 @@ static ngx_int_t ngx_http_conductor_add_header(ngx_http_request_t *r,
  * enough to come from the request's pool, not from malloc, on every answer
  */
 #define NGX_HTTP_CONDUCTOR_USAGE_CAPTURE  2048
+
+/*
+ * A JSON answer in several buffers up to this size is copied together and
+ * read as one piece at its end: its usage from its end, a few hundred
+ * instructions whatever its size, where the scanner costs some ten a
+ * byte; a longer one is scanned as it passes, never held
+ */
+#define NGX_HTTP_CONDUCTOR_JSON_GATHER    (64 * 1024)
 
 /*
  * The tail of a stream kept for its end: every line that ends in its last
@@ -533,7 +543,6 @@ ngx_http_conductor_feed_json(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_chain_t *in)
 {
     size_t        len;
-    u_char       *buf;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
@@ -553,23 +562,11 @@ ngx_http_conductor_feed_json(ngx_http_request_t *r,
 
             } else if (!ctx->account.json_done) {
 
-                if (ctx->account.scan == NULL) {
-                    ctx->account.scan = ngx_palloc(r->pool,
-                                        sizeof(ngx_http_conductor_sse_scan_t));
-                    buf = ngx_pnalloc(r->pool,
-                                      NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
-
-                    if (ctx->account.scan == NULL || buf == NULL) {
-                        return NGX_ERROR;
-                    }
-
-                    /* megabytes are scanned as they pass, never buffered */
-                    ngx_http_conductor_sse_scan_init(ctx->account.scan, buf,
-                                             NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
+                if (ngx_http_conductor_gather_json(r, ctx, b->pos, len)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
                 }
-
-                ngx_http_conductor_sse_scan_feed(ctx->account.scan, b->pos,
-                                                 len);
             }
 
             ctx->account.body_bytes += len;
@@ -581,9 +578,103 @@ ngx_http_conductor_feed_json(ngx_http_request_t *r,
             if (ctx->account.scan) {
                 (void) ngx_http_conductor_usage_parse_scan(&ctx->account.usage,
                                                            ctx->account.scan);
+
+            } else if (ctx->account.json) {
+                (void) ngx_http_conductor_usage_parse_object(
+                                           &ctx->account.usage,
+                                           ctx->account.json,
+                                           ctx->account.json_len);
             }
         }
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A piece of an answer that does not come in one buffer: copied after the
+ * others while they stay within JSON_GATHER, else (and from then on)
+ * through the scanner, what was gathered first.
+ */
+
+static ngx_int_t
+ngx_http_conductor_gather_json(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, u_char *p, size_t len)
+{
+    off_t    announced;
+    size_t   need, size;
+    u_char  *buf;
+
+    need = ctx->account.json_len + len;
+
+    if (ctx->account.scan == NULL && need <= NGX_HTTP_CONDUCTOR_JSON_GATHER) {
+
+        if (need > ctx->account.json_size) {
+
+            /* the announced length at once; without one, doubling */
+
+            announced = r->headers_out.content_length_n;
+
+            if (announced >= (off_t) need
+                && announced <= NGX_HTTP_CONDUCTOR_JSON_GATHER)
+            {
+                size = (size_t) announced;
+
+            } else {
+                size = ngx_max(ctx->account.json_size, 2048);
+
+                while (size < need) {
+                    size *= 2;
+                }
+
+                size = ngx_min(size, NGX_HTTP_CONDUCTOR_JSON_GATHER);
+            }
+
+            buf = ngx_pnalloc(r->pool, size);
+            if (buf == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ctx->account.json_len) {
+                ngx_memcpy(buf, ctx->account.json, ctx->account.json_len);
+                (void) ngx_pfree(r->pool, ctx->account.json);
+            }
+
+            ctx->account.json = buf;
+            ctx->account.json_size = size;
+        }
+
+        ngx_memcpy(ctx->account.json + ctx->account.json_len, p, len);
+        ctx->account.json_len = need;
+
+        return NGX_OK;
+    }
+
+    if (ctx->account.scan == NULL) {
+        ctx->account.scan = ngx_palloc(r->pool,
+                                       sizeof(ngx_http_conductor_sse_scan_t));
+        buf = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
+
+        if (ctx->account.scan == NULL || buf == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* megabytes are scanned as they pass, never buffered */
+        ngx_http_conductor_sse_scan_init(ctx->account.scan, buf,
+                                         NGX_HTTP_CONDUCTOR_USAGE_CAPTURE);
+
+        if (ctx->account.json_len) {
+            ngx_http_conductor_sse_scan_feed(ctx->account.scan,
+                                             ctx->account.json,
+                                             ctx->account.json_len);
+            (void) ngx_pfree(r->pool, ctx->account.json);
+            ctx->account.json = NULL;
+            ctx->account.json_len = 0;
+        }
+    }
+
+    ngx_http_conductor_sse_scan_feed(ctx->account.scan, p, len);
 
     return NGX_OK;
 }

@@ -52,6 +52,8 @@ block_defaults(
     conductor_model omit     { oai "omit-model;usage=omit"; }
     conductor_model big      { oai "big-model;big=300;chunk=random"; }
     conductor_model cut      { oai "cut-model;reset_mid"; }
+    conductor_model gather   { oai "g-model;big=40;chunk=1500"; }
+    conductor_model scanned  { oai "s-model;big=100;chunk=4000"; }
     conductor_model claude   { ant claude-m; }
     upstream conductor_backend { conductor_balancer; }
 HTTP
@@ -223,3 +225,23 @@ POST /v1/chat/completions
 my ($u) = usage_log($env);
 is $u->{prompt_tokens}, 100, 'tokens counted';
 is $u->{cost_usd}, '', 'no cost';
+
+=== TEST 15: a 40 KB answer in pieces: gathered, its usage read whole
+--- request
+POST /v1/chat/completions
+{"model":"gather","messages":[{"role":"user","content":"hi"}]}
+--- error_code: 200
+--- checks
+cmp_ok length($resp->{body}), '>', 40_000, 'a long answer';
+my ($u) = usage_log($env);
+is_deeply [ @$u{qw(prompt_tokens completion_tokens cached_tokens usage_source)} ], [100, 7, 40, 'response'], 'exact';
+
+=== TEST 16: a 100 KB answer in pieces: over what is gathered, scanned
+--- request
+POST /v1/chat/completions
+{"model":"scanned","messages":[{"role":"user","content":"hi"}]}
+--- error_code: 200
+--- checks
+cmp_ok length($resp->{body}), '>', 100_000, 'longer than what is gathered';
+my ($u) = usage_log($env);
+is_deeply [ @$u{qw(prompt_tokens completion_tokens cached_tokens usage_source)} ], [100, 7, 40, 'response'], 'exact';
