@@ -23,18 +23,25 @@ static size_t ngx_http_conductor_client_headers(ngx_http_request_t *r,
  * The client's headers that go upstream: what the provider APIs read (the
  * SDKs' version and beta headers, idempotency keys), nothing else.  The
  * client's keys, cookies, organisation and project never do: a 401/403
- * they caused would disable a key for everyone.
+ * they caused would disable a key for everyone.  Indexed by the length of
+ * the name (each has a length of its own), so a header costs one compare.
  */
-static ngx_str_t  ngx_http_conductor_pass_headers[] = {
-    ngx_string("content-type"),
-    ngx_string("accept"),
-    ngx_string("user-agent"),
-    ngx_string("anthropic-version"),
-    ngx_string("anthropic-beta"),
-    ngx_string("openai-beta"),
-    ngx_string("idempotency-key"),
-    ngx_null_string
+static const char  *ngx_http_conductor_pass_headers[] = {
+    NULL, NULL, NULL, NULL, NULL, NULL,
+    "accept",                                   /* 6 */
+    NULL, NULL, NULL,
+    "user-agent",                               /* 10 */
+    "openai-beta",                              /* 11 */
+    "content-type",                             /* 12 */
+    NULL,
+    "anthropic-beta",                           /* 14 */
+    "idempotency-key",                          /* 15 */
+    NULL,
+    "anthropic-version"                         /* 17 */
 };
+
+#define NGX_HTTP_CONDUCTOR_PASS_NAMES                                        \
+    (sizeof(ngx_http_conductor_pass_headers) / sizeof(const char *))
 
 #define NGX_HTTP_CONDUCTOR_PASS_MAX  16   /* client header lines passed */
 
@@ -281,8 +288,8 @@ ngx_http_conductor_client_headers(ngx_http_request_t *r,
     ngx_table_elt_t **pass, ngx_uint_t *npass)
 {
     size_t            len;
-    ngx_str_t        *name;
     ngx_uint_t        i;
+    const char       *name;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -307,15 +314,16 @@ ngx_http_conductor_client_headers(ngx_http_request_t *r,
             continue;
         }
 
-        for (name = ngx_http_conductor_pass_headers; name->len; name++) {
-            if (name->len == h[i].key.len
-                && ngx_strncmp(name->data, h[i].lowcase_key, name->len) == 0)
-            {
-                pass[(*npass)++] = &h[i];
-                len += h[i].key.len + sizeof(": ") - 1 + h[i].value.len
-                       + sizeof(CRLF) - 1;
-                break;
-            }
+        if (h[i].key.len >= NGX_HTTP_CONDUCTOR_PASS_NAMES) {
+            continue;
+        }
+
+        name = ngx_http_conductor_pass_headers[h[i].key.len];
+
+        if (name && ngx_strncmp(name, h[i].lowcase_key, h[i].key.len) == 0) {
+            pass[(*npass)++] = &h[i];
+            len += h[i].key.len + sizeof(": ") - 1 + h[i].value.len
+                   + sizeof(CRLF) - 1;
         }
     }
 
