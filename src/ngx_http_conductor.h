@@ -128,8 +128,9 @@ typedef struct {
     uint64_t                          unpriced;  /* answers without a price */
     uint64_t                          ttfb_sum;  /* ms, over responses */
 
-    /* in flight per process slot: what a dead worker held is known */
-    uint32_t                          held[NGX_HTTP_CONDUCTOR_SLOTS];
+    /* in flight per process slot: what a dead worker held is known (a
+     * worker's connections bound it far below 65535) */
+    uint16_t                          held[NGX_HTTP_CONDUCTOR_SLOTS];
 
     size_t                            len;
     u_char                            name[1];
@@ -401,6 +402,7 @@ typedef struct {
     unsigned                          client_usage:1;  /* asked for it */
     unsigned                          added_usage:1;   /* we asked */
     unsigned                          more:1;    /* another had room */
+    unsigned                          held_slot:1;  /* in the slot too */
     unsigned                          retry_same:1;
     unsigned                          observe:2;   /* NONE, JSON, SSE */
     unsigned                          committed:1;

@@ -404,8 +404,13 @@ ngx_http_conductor_ledger_reserve(ngx_http_conductor_main_conf_t *cmcf,
     node->inflight++;
     node->requests++;
 
-    if (ngx_http_conductor_slot >= 0) {
+    ctx->held_slot = 0;
+
+    if (ngx_http_conductor_slot >= 0
+        && node->held[ngx_http_conductor_slot] < UINT16_MAX)
+    {
         node->held[ngx_http_conductor_slot]++;
+        ctx->held_slot = 1;
     }
 
     for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
@@ -439,8 +444,9 @@ ngx_http_conductor_ledger_release(ngx_http_conductor_ctx_t *ctx)
 
     node->inflight -= ngx_min(node->inflight, 1);
 
-    if (ngx_http_conductor_slot >= 0 && node->held[ngx_http_conductor_slot]) {
+    if (ctx->held_slot && node->held[ngx_http_conductor_slot]) {
         node->held[ngx_http_conductor_slot]--;
+        ctx->held_slot = 0;
     }
 
     ctx->held = NULL;
