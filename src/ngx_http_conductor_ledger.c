@@ -413,12 +413,17 @@ ngx_http_conductor_ledger_reserve(ngx_http_conductor_main_conf_t *cmcf,
         ctx->held_slot = 1;
     }
 
-    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+    /* the windows of the key's limits; requests a minute always, for
+     * least_used */
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+
+        if (c->key->limit[i] == 0 && i != NGX_HTTP_CONDUCTOR_RPM) {
+            continue;
+        }
+
         ngx_http_conductor_window_add(&node->win[i],
-                                      ngx_http_conductor_periods[i], now, 1);
-        ngx_http_conductor_window_add(&node->win[i + 1],
-                                      ngx_http_conductor_periods[i + 1], now,
-                                      ctx->estimate);
+                                      ngx_http_conductor_periods[i], now,
+                                      (i & 1) ? ctx->estimate : 1);
     }
 
     ctx->tried[c->index / 64] |= (uint64_t) 1 << (c->index % 64);
@@ -753,6 +758,10 @@ ngx_http_conductor_ledger_refund(ngx_http_conductor_ctx_t *ctx, uint64_t used)
     now = ngx_time();
 
     for (i = 1; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+
+        if (ctx->cand->key->limit[i] == 0) {
+            continue;
+        }
 
         if (used > ctx->reserved) {
             ngx_http_conductor_window_add(&node->win[i],
