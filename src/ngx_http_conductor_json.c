@@ -352,6 +352,78 @@ ngx_http_conductor_json_string_rest(const unsigned char *p,
 
 
 /*
+ * A number, -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, or true, false,
+ * null at p (its first byte is one of them): the byte after it, or NULL.
+ * What may follow is the caller's to check ("01" ends after "0").
+ */
+
+static inline const unsigned char *
+ngx_http_conductor_json_number_literal(const unsigned char *p,
+    const unsigned char *end)
+{
+    switch (*p) {
+
+    case 't':
+        return (end - p >= 4 && memcmp(p, "true", 4) == 0) ? p + 4 : NULL;
+
+    case 'f':
+        return (end - p >= 5 && memcmp(p, "false", 5) == 0) ? p + 5 : NULL;
+
+    case 'n':
+        return (end - p >= 4 && memcmp(p, "null", 4) == 0) ? p + 4 : NULL;
+
+    case '-':
+        p++;
+
+        if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+            return NULL;
+        }
+
+        break;
+    }
+
+    if (*p == '0') {
+        p++;
+
+    } else {
+        do {
+            p++;
+        } while (p < end && ngx_http_conductor_json_is_digit(*p));
+    }
+
+    if (p < end && *p == '.') {
+        p++;
+
+        if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+            return NULL;
+        }
+
+        do {
+            p++;
+        } while (p < end && ngx_http_conductor_json_is_digit(*p));
+    }
+
+    if (p < end && (*p | 0x20) == 'e') {
+        p++;
+
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
+            return NULL;
+        }
+
+        do {
+            p++;
+        } while (p < end && ngx_http_conductor_json_is_digit(*p));
+    }
+
+    return p;
+}
+
+
+/*
  * The portable string scan from p on, and the one of documents too short
  * for the 32-byte blocks.  Escapes are checked for syntax only (any
  * \uXXXX, lone surrogates included); bytes >= 0x80 are not checked for
@@ -549,93 +621,17 @@ value:
 
         goto value;
 
-    /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
-
     case '-':
-        p++;
-
-        if (p == end) {
+    case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+    case 't': case 'f': case 'n':
+        p = ngx_http_conductor_json_number_literal(p, end);
+        if (p == NULL) {
             return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        if (*p == '0') {
-            p++;
-            goto fraction;
-        }
-
-        if (!ngx_http_conductor_json_is_digit(*p)) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        /* fall through */
-
-    case '1': case '2': case '3': case '4': case '5':
-    case '6': case '7': case '8': case '9':
-        do {
-            p++;
-        } while (p < end && ngx_http_conductor_json_is_digit(*p));
-
-        goto fraction;
-
-    case '0':
-        p++;
-
-    fraction:
-
-        if (p < end && *p == '.') {
-            p++;
-
-            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
-                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-            }
-
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-        }
-
-        if (p < end && (*p | 0x20) == 'e') {
-            p++;
-
-            if (p < end && (*p == '+' || *p == '-')) {
-                p++;
-            }
-
-            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
-                return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-            }
-
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
         }
 
         /* "01" or "1x" fail below: only a delimiter may follow */
 
-        goto next;
-
-    case 't':
-        if (end - p < 4 || memcmp(p, "true", 4) != 0) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        p += 4;
-        goto next;
-
-    case 'f':
-        if (end - p < 5 || memcmp(p + 1, "alse", 4) != 0) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        p += 5;
-        goto next;
-
-    case 'n':
-        if (end - p < 4 || memcmp(p, "null", 4) != 0) {
-            return NGX_HTTP_CONDUCTOR_JSON_SYNTAX;
-        }
-
-        p += 4;
         goto next;
 
     case ' ': case '\t': case '\n': case '\r':
@@ -1381,78 +1377,12 @@ value:
     case '-':
     case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
-
-        /* the grammar of scan_object() */
-
-        if (*p == '-') {
-            p++;
-            if (p == end) {
-                return NULL;
-            }
-        }
-
-        if (*p == '0') {
-            p++;
-
-        } else if (*p >= '1' && *p <= '9') {
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-
-        } else {
+    case 't': case 'f': case 'n':
+        p = ngx_http_conductor_json_number_literal(p, end);
+        if (p == NULL) {
             return NULL;
         }
 
-        if (p < end && *p == '.') {
-            p++;
-            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
-                return NULL;
-            }
-
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-        }
-
-        if (p < end && (*p == 'e' || *p == 'E')) {
-            p++;
-            if (p < end && (*p == '+' || *p == '-')) {
-                p++;
-            }
-
-            if (p == end || !ngx_http_conductor_json_is_digit(*p)) {
-                return NULL;
-            }
-
-            do {
-                p++;
-            } while (p < end && ngx_http_conductor_json_is_digit(*p));
-        }
-
-        goto next;
-
-    case 't':
-        if (end - p < 4 || memcmp(p, "true", 4) != 0) {
-            return NULL;
-        }
-
-        p += 4;
-        goto next;
-
-    case 'f':
-        if (end - p < 5 || memcmp(p, "false", 5) != 0) {
-            return NULL;
-        }
-
-        p += 5;
-        goto next;
-
-    case 'n':
-        if (end - p < 4 || memcmp(p, "null", 4) != 0) {
-            return NULL;
-        }
-
-        p += 4;
         goto next;
 
     default:
