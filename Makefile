@@ -23,7 +23,8 @@ MODULE_SOURCES := config ngx_http_conductor_module.c $(wildcard src/*.c src/*.h)
 PARSERS  := src/ngx_http_conductor_json.c src/ngx_http_conductor_sse.c \
             src/ngx_http_conductor_usage.c src/ngx_http_conductor_strip.c \
             src/ngx_http_conductor_ratelimit.c src/ngx_http_conductor_window.c \
-            src/ngx_http_conductor_money.c
+            src/ngx_http_conductor_money.c \
+            src/ngx_http_conductor_sha256.c
 PARSERS_PRESENT = $(wildcard $(PARSERS))
 UNIT_SRC := $(wildcard t/unit/*_test.c)
 UNIT_BIN := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))

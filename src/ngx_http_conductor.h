@@ -14,6 +14,7 @@
 #include "ngx_http_conductor_json.h"
 #include "ngx_http_conductor_money.h"
 #include "ngx_http_conductor_ratelimit.h"
+#include "ngx_http_conductor_sha256.h"
 #include "ngx_http_conductor_sse.h"
 #include "ngx_http_conductor_strip.h"
 #include "ngx_http_conductor_usage.h"
@@ -85,6 +86,23 @@ typedef struct ngx_http_conductor_provider_s  ngx_http_conductor_provider_t;
 #define NGX_HTTP_CONDUCTOR_WAIT_NEVER   0   /* tried, disabled, excluded */
 #define NGX_HTTP_CONDUCTOR_WAIT_LIMIT   1   /* a limit or cooldown: 429 */
 #define NGX_HTTP_CONDUCTOR_WAIT_FAILING 2   /* breaker, health: 503 */
+#define NGX_HTTP_CONDUCTOR_WAIT_CLIENT  3   /* the client's limit: 429 */
+#define NGX_HTTP_CONDUCTOR_WAIT_BUDGET  4   /* a budget is spent: 429 */
+#define NGX_HTTP_CONDUCTOR_WAIT_UNPRICED 5  /* budget, no price: 403 */
+
+/* the periods of a client's budgets */
+#define NGX_HTTP_CONDUCTOR_DAY          0
+#define NGX_HTTP_CONDUCTOR_MONTH        1
+#define NGX_HTTP_CONDUCTOR_TOTAL        2
+#define NGX_HTTP_CONDUCTOR_NPERIODS     3
+
+
+/* what a client's budget of one period has used */
+typedef struct {
+    ngx_http_conductor_money_t        spent;     /* in the period */
+    ngx_http_conductor_money_t        reserved;  /* estimates in flight */
+    uint64_t                          period;    /* its day or month */
+} ngx_http_conductor_spend_t;
 
 
 /*
@@ -127,6 +145,9 @@ typedef struct {
     uint64_t                          estimated; /* usage not in the answer */
     uint64_t                          unpriced;  /* answers without a price */
     uint64_t                          ttfb_sum;  /* ms, over responses */
+
+    /* a client's budgets, by period (day, month, total) */
+    ngx_http_conductor_spend_t        spend[NGX_HTTP_CONDUCTOR_NPERIODS];
 
     /* in flight per process slot: what a dead worker held is known (a
      * worker's connections bound it far below 65535) */
@@ -222,6 +243,35 @@ struct ngx_http_conductor_provider_s {
 };
 
 
+/*
+ * A client of the gateway (conductor_client): the digests of its keys
+ * (never the keys), the aliases it may use, its limits and budgets.
+ */
+typedef struct {
+    ngx_str_t                         name;
+    ngx_array_t                      *models;    /* model_t *, NULL: all */
+    ngx_array_t                      *model_names;  /* until resolved */
+    ngx_uint_t                        limit[NGX_HTTP_CONDUCTOR_NLIMITS];
+    ngx_uint_t                        max_inflight;
+    ngx_http_conductor_money_t        budget[NGX_HTTP_CONDUCTOR_NPERIODS];
+    ngx_uint_t                        budgets;   /* bit per period */
+    ngx_uint_t                        nkeys;
+    ngx_http_conductor_node_t        *node;
+    u_char                           *file;
+    ngx_uint_t                        line;
+
+    unsigned                          unpriced_tokens:1;  /* else refuse */
+    unsigned                          admin:1;   /* status, key names */
+} ngx_http_conductor_client_t;
+
+
+/* a client key, found by its digest */
+typedef struct {
+    u_char                            digest[NGX_HTTP_CONDUCTOR_SHA256_LEN];
+    ngx_http_conductor_client_t      *client;
+} ngx_http_conductor_client_key_t;
+
+
 /* one (provider model, key) a model alias can be served by */
 typedef struct {
     ngx_http_conductor_provider_t    *provider;
@@ -256,6 +306,8 @@ typedef struct {
     ngx_array_t                       providers; /* provider_t * */
     ngx_array_t                       models;    /* model_t * */
     ngx_hash_t                        model_hash;
+    ngx_array_t                       clients;   /* client_t * */
+    ngx_array_t                       client_keys;  /* by digest */
     ngx_http_conductor_model_t        passthrough[NGX_HTTP_CONDUCTOR_NDIALECTS];
     ngx_shm_zone_t                   *shm_zone;
     ngx_http_conductor_shctx_t       *sh;
@@ -286,6 +338,7 @@ typedef struct {
     ngx_uint_t                        queue_max;
     ngx_msec_t                        stream_idle;  /* 0: read timeout */
     ngx_uint_t                        completion_estimate;  /* tokens */
+    ngx_flag_t                        auth;      /* conductor_auth */
 } ngx_http_conductor_loc_conf_t;
 
 
@@ -353,6 +406,7 @@ typedef struct {
 
 typedef struct {
     ngx_http_request_t               *request;
+    ngx_http_conductor_client_t      *client;    /* NULL: no client key */
     ngx_http_conductor_model_t       *model;     /* NULL: unknown model */
     ngx_str_t                         alias;     /* what the client asked */
     ngx_uint_t                        endpoint;
@@ -377,6 +431,9 @@ typedef struct {
     ngx_uint_t                        attempts;
     ngx_uint_t                        max_attempts;
     uint64_t                          estimate;  /* tokens, before usage */
+    uint64_t                          estimate_out;  /* of it, output */
+    ngx_http_conductor_money_t        cost_reserved;  /* on the budgets */
+    ngx_uint_t                        budget_period;  /* the one spent */
     uint64_t                          reserved;  /* tokens held on cand */
     time_t                            reserved_at;
     ngx_msec_t                        retry_after;  /* when all are full */
@@ -409,6 +466,8 @@ typedef struct {
     unsigned                          queued:1;
     unsigned                          error_replace:1;
     unsigned                          error_sent:1;
+    unsigned                          client_held:1;  /* reserved on it */
+    unsigned                          routed:1;  /* the handler ran */
 } ngx_http_conductor_ctx_t;
 
 

@@ -154,6 +154,104 @@ ngx_http_conductor_money_add(ngx_http_conductor_money_t a,
 }
 
 
+ngx_http_conductor_money_t
+ngx_http_conductor_money_sub(ngx_http_conductor_money_t a,
+    ngx_http_conductor_money_t b)
+{
+    ngx_http_conductor_money_t  m;
+
+    if (ngx_http_conductor_money_cmp(a, b) <= 0) {
+        m.usd = 0;
+        m.pico = 0;
+        return m;
+    }
+
+    m.usd = a.usd - b.usd;
+
+    if (a.pico >= b.pico) {
+        m.pico = a.pico - b.pico;
+
+    } else {
+        m.usd--;
+        m.pico = a.pico + NGX_HTTP_CONDUCTOR_MONEY_PICO - b.pico;
+    }
+
+    return m;
+}
+
+
+int
+ngx_http_conductor_money_cmp(ngx_http_conductor_money_t a,
+    ngx_http_conductor_money_t b)
+{
+    if (a.usd != b.usd) {
+        return (a.usd < b.usd) ? -1 : 1;
+    }
+
+    if (a.pico != b.pico) {
+        return (a.pico < b.pico) ? -1 : 1;
+    }
+
+    return 0;
+}
+
+
+int
+ngx_http_conductor_money_parse(const unsigned char *p, size_t len,
+    ngx_http_conductor_money_t *m)
+{
+    size_t    i;
+    uint64_t  usd, pico, scale;
+    int       fraction, digits;
+
+    usd = 0;
+    pico = 0;
+    scale = NGX_HTTP_CONDUCTOR_MONEY_PICO;
+    fraction = 0;
+    digits = 0;
+
+    for (i = 0; i < len; i++) {
+
+        if (p[i] == '.' && !fraction && digits) {
+            fraction = 1;
+            digits = 0;
+            continue;
+        }
+
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+
+        digits++;
+
+        if (fraction) {
+            if (digits > 12) {
+                return -1;
+            }
+
+            scale /= 10;
+            pico += (uint64_t) (p[i] - '0') * scale;
+            continue;
+        }
+
+        if (digits > 15) {
+            return -1;
+        }
+
+        usd = usd * 10 + (p[i] - '0');
+    }
+
+    if (digits == 0) {
+        return -1;
+    }
+
+    m->usd = usd;
+    m->pico = pico;
+
+    return 0;
+}
+
+
 unsigned char *
 ngx_http_conductor_money_format(unsigned char *buf,
     ngx_http_conductor_money_t m)

@@ -51,6 +51,21 @@ ngx_http_conductor_money_t ngx_http_conductor_money_mul(uint64_t n,
 ngx_http_conductor_money_t ngx_http_conductor_money_add(
     ngx_http_conductor_money_t a, ngx_http_conductor_money_t b);
 
+/* a - b, 0 when b is more */
+ngx_http_conductor_money_t ngx_http_conductor_money_sub(
+    ngx_http_conductor_money_t a, ngx_http_conductor_money_t b);
+
+/* -1, 0, 1 as a is below, equal to or above b */
+int ngx_http_conductor_money_cmp(ngx_http_conductor_money_t a,
+    ngx_http_conductor_money_t b);
+
+/*
+ * "10", "10.5", "0.000001": USD with at most 12 decimals, up to
+ * 10^15 USD; 0 on success, -1 when it is not such a number.
+ */
+int ngx_http_conductor_money_parse(const unsigned char *p, size_t len,
+    ngx_http_conductor_money_t *m);
+
 /*
  * "USD.uuuuuu": six decimals, the rest truncated ("0.000123",
  * "225000000.000000"); at most NGX_HTTP_CONDUCTOR_MONEY_LEN bytes, no

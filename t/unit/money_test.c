@@ -24,6 +24,9 @@
 #define ngx_http_conductor_money_format     ngx_http_conductor_test_p_format
 #define ngx_http_conductor_money_to_double  ngx_http_conductor_test_p_double
 #define ngx_http_conductor_money_max        ngx_http_conductor_test_p_max
+#define ngx_http_conductor_money_sub        ngx_http_conductor_test_p_sub
+#define ngx_http_conductor_money_cmp        ngx_http_conductor_test_p_cmp
+#define ngx_http_conductor_money_parse      ngx_http_conductor_test_p_parse
 #define NGX_HTTP_CONDUCTOR_MONEY_NO_INT128  1
 
 /* the header is in already: its prototypes under the other names */
@@ -38,6 +41,12 @@ unsigned char *ngx_http_conductor_money_format(unsigned char *buf,
     ngx_http_conductor_money_t m);
 double ngx_http_conductor_money_to_double(ngx_http_conductor_money_t m);
 extern const ngx_http_conductor_money_t  ngx_http_conductor_money_max;
+ngx_http_conductor_money_t ngx_http_conductor_money_sub(
+    ngx_http_conductor_money_t a, ngx_http_conductor_money_t b);
+int ngx_http_conductor_money_cmp(ngx_http_conductor_money_t a,
+    ngx_http_conductor_money_t b);
+int ngx_http_conductor_money_parse(const unsigned char *p, size_t len,
+    ngx_http_conductor_money_t *m);
 
 #include "ngx_http_conductor_money.c"
 
@@ -47,6 +56,9 @@ extern const ngx_http_conductor_money_t  ngx_http_conductor_money_max;
 #undef ngx_http_conductor_money_format
 #undef ngx_http_conductor_money_to_double
 #undef ngx_http_conductor_money_max
+#undef ngx_http_conductor_money_sub
+#undef ngx_http_conductor_money_cmp
+#undef ngx_http_conductor_money_parse
 #undef NGX_HTTP_CONDUCTOR_MONEY_NO_INT128
 
 
@@ -535,9 +547,86 @@ ngx_http_conductor_test_double(void)
 }
 
 
+/* sub saturates at 0 and borrows; cmp orders; parse takes what a budget
+ * line writes and nothing else */
+
+static void
+ngx_http_conductor_test_sub_cmp_parse(void)
+{
+    size_t                      i;
+    ngx_http_conductor_money_t  a, b, m;
+
+    static const struct {
+        const char  *text;
+        int          rc;
+        uint64_t     usd, pico;
+    } parses[] = {
+        { "10", 0, 10, 0 },
+        { "10.00", 0, 10, 0 },
+        { "0.5", 0, 0, PICO / 2 },
+        { "0.000000000001", 0, 0, 1 },
+        { "123.4567890123456", -1, 0, 0 },
+        { "123.456789012345", 0, 123, 456789012345ULL },
+        { "999999999999999", 0, 999999999999999ULL, 0 },
+        { "1000000000000000", -1, 0, 0 },
+        { "", -1, 0, 0 },
+        { ".5", -1, 0, 0 },
+        { "5.", -1, 0, 0 },
+        { "1.2.3", -1, 0, 0 },
+        { "-1", -1, 0, 0 },
+        { "1e3", -1, 0, 0 },
+        { "12.75", 0, 12, PICO / 4 * 3 },
+    };
+
+    a = ngx_http_conductor_test_money(5, 100);
+    b = ngx_http_conductor_test_money(2, 200);
+    m = ngx_http_conductor_money_sub(a, b);
+    ngx_http_conductor_test_ok(ngx_http_conductor_test_is(m, 2,
+                                                          PICO - 100),
+                               "sub borrows a dollar");
+
+    m = ngx_http_conductor_money_sub(b, a);
+    ngx_http_conductor_test_ok(ngx_http_conductor_test_is(m, 0, 0),
+                               "sub of more is 0");
+
+    m = ngx_http_conductor_money_sub(a, a);
+    ngx_http_conductor_test_ok(ngx_http_conductor_test_is(m, 0, 0),
+                               "sub of itself is 0");
+
+    ngx_http_conductor_test_ok(ngx_http_conductor_money_cmp(a, b) == 1
+                               && ngx_http_conductor_money_cmp(b, a) == -1
+                               && ngx_http_conductor_money_cmp(a, a) == 0,
+                               "cmp by usd");
+
+    b = ngx_http_conductor_test_money(5, 99);
+    ngx_http_conductor_test_ok(ngx_http_conductor_money_cmp(a, b) == 1
+                               && ngx_http_conductor_money_cmp(b, a) == -1,
+                               "cmp by pico");
+
+    for (i = 0; i < sizeof(parses) / sizeof(parses[0]); i++) {
+        m = ngx_http_conductor_test_money(77, 77);
+
+        if (ngx_http_conductor_money_parse(
+                (const unsigned char *) parses[i].text,
+                strlen(parses[i].text), &m)
+            != parses[i].rc)
+        {
+            ngx_http_conductor_test_ok(0, parses[i].text);
+            continue;
+        }
+
+        ngx_http_conductor_test_ok(parses[i].rc != 0
+                                   || ngx_http_conductor_test_is(m,
+                                          parses[i].usd, parses[i].pico),
+                                   parses[i].text);
+    }
+}
+
+
 int
 main(void)
 {
+    ngx_http_conductor_test_sub_cmp_parse();
     ngx_http_conductor_test_mul();
     ngx_http_conductor_test_mul_random();
     ngx_http_conductor_test_cost();
