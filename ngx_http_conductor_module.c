@@ -61,6 +61,20 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       0,
       NULL },
 
+    { ngx_string("conductor_client"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_conductor_client_block,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("conductor_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_conductor_loc_conf_t, auth),
+      NULL },
+
     { ngx_string("conductor_builtin_models"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -239,6 +253,13 @@ ngx_http_conductor_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_conductor_auth_handler;
+
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
@@ -285,6 +306,12 @@ ngx_http_conductor_create_main_conf(ngx_conf_t *cf)
         != NGX_OK
         || ngx_array_init(&cmcf->models, cf->pool, 8,
                           sizeof(ngx_http_conductor_model_t *))
+           != NGX_OK
+        || ngx_array_init(&cmcf->clients, cf->pool, 4,
+                          sizeof(ngx_http_conductor_client_t *))
+           != NGX_OK
+        || ngx_array_init(&cmcf->client_keys, cf->pool, 4,
+                          sizeof(ngx_http_conductor_client_key_t))
            != NGX_OK)
     {
         return NULL;
@@ -314,6 +341,10 @@ ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->disabled_time, 5 * 60 * 1000);
 
     if (cmcf->providers.nelts == 0) {
+        if (cmcf->clients.nelts) {
+            return "conductor_client needs a conductor_provider";
+        }
+
         return NGX_CONF_OK;
     }
 
@@ -329,7 +360,9 @@ ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf)
         cmcf->shm_zone->data = cmcf;
     }
 
-    if (ngx_http_conductor_init_models(cf, cmcf) != NGX_OK) {
+    if (ngx_http_conductor_init_models(cf, cmcf) != NGX_OK
+        || ngx_http_conductor_init_clients(cf, cmcf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -368,6 +401,7 @@ ngx_http_conductor_create_loc_conf(ngx_conf_t *cf)
     lcf->queue_max = NGX_CONF_UNSET_UINT;
     lcf->stream_idle = NGX_CONF_UNSET_MSEC;
     lcf->completion_estimate = NGX_CONF_UNSET_UINT;
+    lcf->auth = NGX_CONF_UNSET;
 
     return lcf;
 }
@@ -379,7 +413,8 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_conductor_loc_conf_t *prev = parent;
     ngx_http_conductor_loc_conf_t *conf = child;
 
-    ngx_http_upstream_conf_t  *ucf;
+    ngx_http_upstream_conf_t        *ucf;
+    ngx_http_conductor_main_conf_t  *cmcf;
 
     /* route and models are per location: not inherited */
     ngx_conf_init_value(conf->route, 0);
@@ -389,7 +424,20 @@ ngx_http_conductor_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_CONDUCTOR_ROUND_ROBIN);
     ngx_conf_merge_value(conf->retries, prev->retries, 3);
     ngx_conf_merge_uint_value(conf->unknown_reject, prev->unknown_reject, 0);
-    ngx_conf_merge_value(conf->response_headers, prev->response_headers, 1);
+    /* 2: shown unless conductor_auth is on and the client is no admin */
+    ngx_conf_merge_value(conf->response_headers, prev->response_headers, 2);
+    ngx_conf_merge_value(conf->auth, prev->auth, 0);
+
+    if (conf->auth == 1) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_conductor_module);
+
+        if (cmcf->clients.nelts == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "conductor_auth on needs a conductor_client");
+            return NGX_CONF_ERROR;
+        }
+    }
     ngx_conf_merge_value(conf->allow_override, prev->allow_override, 0);
     ngx_conf_merge_msec_value(conf->queue_timeout, prev->queue_timeout, 0);
     ngx_conf_merge_uint_value(conf->failover, prev->failover,

@@ -432,8 +432,13 @@ typedef struct {
     ngx_uint_t                        max_attempts;
     uint64_t                          estimate;  /* tokens, before usage */
     uint64_t                          estimate_out;  /* of it, output */
-    ngx_http_conductor_money_t        cost_reserved;  /* on the budgets */
+    /* what the client's budgets hold for the request, by period */
+    ngx_http_conductor_money_t        cost_reserved[
+                                          NGX_HTTP_CONDUCTOR_NPERIODS];
+    time_t                            client_reserved_at;
+    ngx_uint_t                        client_limit;  /* the one reached */
     ngx_uint_t                        budget_period;  /* the one spent */
+    time_t                            budget_ends;    /* 0: never */
     uint64_t                          reserved;  /* tokens held on cand */
     time_t                            reserved_at;
     ngx_msec_t                        retry_after;  /* when all are full */
@@ -447,6 +452,8 @@ typedef struct {
     ngx_int_t                         status;    /* of the precontent phase */
     const char                       *error;     /* message for the client */
     const char                       *error_code;
+    const char                       *error_type;  /* OpenAI's, if not
+                                                    * the status's */
 
     ngx_chain_t                      *error_out; /* replaced error body */
     ngx_msec_t                        start;
@@ -467,6 +474,7 @@ typedef struct {
     unsigned                          error_replace:1;
     unsigned                          error_sent:1;
     unsigned                          client_held:1;  /* reserved on it */
+    unsigned                          client_slot:1;  /* in the slot too */
     unsigned                          routed:1;  /* the handler ran */
 } ngx_http_conductor_ctx_t;
 
@@ -475,6 +483,7 @@ extern ngx_module_t  ngx_http_conductor_module;
 
 extern ngx_str_t     ngx_http_conductor_endpoint_paths[];
 extern ngx_str_t     ngx_http_conductor_strategy_names[];
+extern ngx_str_t     ngx_http_conductor_limit_names[];   /* "rpm=" ... */
 extern time_t        ngx_http_conductor_periods[];
 
 
@@ -517,6 +526,25 @@ ngx_int_t ngx_http_conductor_init_models(ngx_conf_t *cf,
     ngx_http_conductor_main_conf_t *cmcf);
 ngx_http_conductor_provider_t *ngx_http_conductor_find_provider(
     ngx_http_conductor_main_conf_t *cmcf, ngx_str_t *name);
+char *ngx_http_conductor_read_secret(ngx_conf_t *cf, ngx_str_t *source,
+    ngx_str_t *key_name, ngx_str_t *secret);
+ngx_int_t ngx_http_conductor_valid_name(ngx_str_t *name);
+ngx_int_t ngx_http_conductor_parse_limit(ngx_str_t *v, ngx_uint_t *limit,
+    ngx_uint_t *max_inflight);
+
+/* clients */
+char *ngx_http_conductor_client_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_conductor_init_clients(ngx_conf_t *cf,
+    ngx_http_conductor_main_conf_t *cmcf);
+ngx_int_t ngx_http_conductor_auth_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_conductor_client_may_use(ngx_http_conductor_client_t *cl,
+    ngx_http_conductor_model_t *m);
+uint64_t ngx_http_conductor_budget_period(ngx_uint_t period, time_t now,
+    time_t *ends);
+uint64_t ngx_http_conductor_days_from_civil(ngx_uint_t y, ngx_uint_t m,
+    ngx_uint_t d);
+ngx_str_t *ngx_http_conductor_budget_period_name(ngx_uint_t period);
 
 /* shm */
 ngx_int_t ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data);
@@ -599,6 +627,8 @@ ngx_http_conductor_usage_t *ngx_http_conductor_final_usage(
     ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx);
 ngx_http_conductor_price_t *ngx_http_conductor_find_price(
     ngx_http_conductor_provider_t *p, ngx_str_t *model);
+ngx_http_conductor_price_t *ngx_http_conductor_price_of(
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *cand);
 char *ngx_http_conductor_usage(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -611,6 +641,11 @@ typedef struct {
 
 const ngx_http_conductor_error_kind_t *ngx_http_conductor_error_kind(
     ngx_uint_t status);
+
+#define NGX_HTTP_CONDUCTOR_MESSAGE_LEN  512
+
+const char *ngx_http_conductor_error_message(ngx_http_request_t *r,
+    const char *fmt, ...);
 
 /* models list and the embedded mock provider */
 char *ngx_http_conductor_models(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -25,8 +25,6 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx)
 {
     off_t                           in;
-    ngx_str_t                       model;
-    ngx_http_conductor_cand_t      *cand;
     ngx_http_conductor_usage_t     *u;
     ngx_http_conductor_price_t     *price;
 
@@ -77,19 +75,7 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
         ctx->account.estimated = 1;
     }
 
-    /* the price of the model the provider was asked for */
-    cand = ctx->winner;
-    price = NULL;
-
-    if (cand && cand->model.len) {
-        price = cand->price;
-
-    } else if (cand || ctx->account.usage_provider) {
-        model = ctx->alias;
-        price = ngx_http_conductor_find_price(
-                    cand ? cand->provider : ctx->account.usage_provider,
-                    &model);
-    }
+    price = ngx_http_conductor_price_of(ctx, ctx->winner);
 
     if (price) {
         ctx->account.priced = 1;
@@ -105,6 +91,32 @@ ngx_http_conductor_final_usage(ngx_http_request_t *r,
 }
 
 
+
+
+/*
+ * The price of the model a candidate asks its provider for (the client's
+ * own name when the alias passes through); NULL: unpriced.  cand NULL:
+ * the provider of conductor_usage.
+ */
+
+ngx_http_conductor_price_t *
+ngx_http_conductor_price_of(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *cand)
+{
+    ngx_http_conductor_provider_t  *provider;
+
+    if (cand && cand->model.len) {
+        return cand->price;
+    }
+
+    provider = cand ? cand->provider : ctx->account.usage_provider;
+
+    if (provider == NULL) {
+        return NULL;
+    }
+
+    return ngx_http_conductor_find_price(provider, &ctx->alias);
+}
 
 
 /*

@@ -32,11 +32,9 @@ static char *ngx_http_conductor_parse_header(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p, ngx_str_t *name, ngx_str_t *value);
 static char *ngx_http_conductor_parse_price(ngx_conf_t *cf,
     ngx_http_conductor_provider_t *p);
-static char *ngx_http_conductor_read_secret(ngx_conf_t *cf,
-    ngx_str_t *source, ngx_str_t *key_name, ngx_str_t *secret);
 static ngx_int_t ngx_http_conductor_parse_price_value(ngx_str_t *v,
     uint64_t *pico);
-static ngx_int_t ngx_http_conductor_valid_name(ngx_str_t *name);
+
 static ngx_http_conductor_model_t *ngx_http_conductor_find_model(
     ngx_http_conductor_main_conf_t *cmcf, ngx_str_t *name);
 static ngx_int_t ngx_http_conductor_add_builtins(ngx_conf_t *cf,
@@ -47,7 +45,7 @@ static ngx_int_t ngx_http_conductor_add_cands(ngx_conf_t *cf,
 static void ngx_http_conductor_sort_cands(ngx_array_t *cands);
 
 
-static ngx_str_t  ngx_http_conductor_limit_names[] = {
+ngx_str_t  ngx_http_conductor_limit_names[] = {
     ngx_string("rpm="), ngx_string("tpm="), ngx_string("rph="),
     ngx_string("tph="), ngx_string("rpd="), ngx_string("tpd=")
 };
@@ -585,9 +583,8 @@ ngx_http_conductor_resolve(ngx_conf_t *cf, ngx_http_conductor_provider_t *p,
 static char *
 ngx_http_conductor_parse_key(ngx_conf_t *cf, ngx_http_conductor_provider_t *p)
 {
-    ngx_int_t                  n;
-    ngx_str_t                 *value, v;
-    ngx_uint_t                 i, j;
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
     ngx_http_conductor_key_t  *key;
 
     value = cf->args->elts;
@@ -636,40 +633,12 @@ ngx_http_conductor_parse_key(ngx_conf_t *cf, ngx_http_conductor_provider_t *p)
     }
 
     for (i = 3; i < cf->args->nelts; i++) {
-
-        v = value[i];
-
-        for (j = 0; j < NGX_HTTP_CONDUCTOR_NLIMITS; j++) {
-            if (v.len > 4
-                && ngx_strncmp(v.data, ngx_http_conductor_limit_names[j].data,
-                               4)
-                   == 0)
-            {
-                break;
-            }
+        if (ngx_http_conductor_parse_limit(&value[i], key->limit,
+                                           &key->max_inflight)
+            != NGX_OK)
+        {
+            goto invalid;
         }
-
-        if (j < NGX_HTTP_CONDUCTOR_NLIMITS) {
-            n = ngx_atoi(v.data + 4, v.len - 4);
-            if (n == NGX_ERROR) {
-                goto invalid;
-            }
-
-            key->limit[j] = n;
-            continue;
-        }
-
-        if (v.len > 13 && ngx_strncmp(v.data, "max_inflight=", 13) == 0) {
-            n = ngx_atoi(v.data + 13, v.len - 13);
-            if (n == NGX_ERROR) {
-                goto invalid;
-            }
-
-            key->max_inflight = n;
-            continue;
-        }
-
-        goto invalid;
     }
 
     return NGX_CONF_OK;
@@ -684,7 +653,48 @@ invalid:
 }
 
 
-static char *
+/*
+ * One limit of a key or a client: rpm= tpm= rph= tph= rpd= tpd= or
+ * max_inflight= with a number; NGX_ERROR for anything else.
+ */
+
+ngx_int_t
+ngx_http_conductor_parse_limit(ngx_str_t *v, ngx_uint_t *limit,
+    ngx_uint_t *max_inflight)
+{
+    ngx_int_t   n;
+    ngx_uint_t  j;
+
+    for (j = 0; j < NGX_HTTP_CONDUCTOR_NLIMITS; j++) {
+        if (v->len > 4
+            && ngx_strncmp(v->data, ngx_http_conductor_limit_names[j].data, 4)
+               == 0)
+        {
+            n = ngx_atoi(v->data + 4, v->len - 4);
+            if (n == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            limit[j] = n;
+            return NGX_OK;
+        }
+    }
+
+    if (v->len > 13 && ngx_strncmp(v->data, "max_inflight=", 13) == 0) {
+        n = ngx_atoi(v->data + 13, v->len - 13);
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        *max_inflight = n;
+        return NGX_OK;
+    }
+
+    return NGX_ERROR;
+}
+
+
+char *
 ngx_http_conductor_read_secret(ngx_conf_t *cf, ngx_str_t *source,
     ngx_str_t *key_name, ngx_str_t *secret)
 {
@@ -1540,7 +1550,7 @@ ngx_http_conductor_find_model(ngx_http_conductor_main_conf_t *cmcf,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_conductor_valid_name(ngx_str_t *name)
 {
     ngx_uint_t  i;

@@ -66,3 +66,30 @@ ngx_http_conductor_error_kind(ngx_uint_t status)
 
     return (status < NGX_HTTP_INTERNAL_SERVER_ERROR) ? k : k + 1;
 }
+
+
+/*
+ * A message that names things (a client, a limit, when a budget resets),
+ * from the request's pool; a short one of its own if memory is short.
+ */
+
+const char *
+ngx_http_conductor_error_message(ngx_http_request_t *r, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_CONDUCTOR_MESSAGE_LEN);
+    if (p == NULL) {
+        return "refused";
+    }
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(p, p + NGX_HTTP_CONDUCTOR_MESSAGE_LEN - 1, fmt,
+                         args);
+    va_end(args);
+
+    *last = '\0';
+
+    return (const char *) p;
+}

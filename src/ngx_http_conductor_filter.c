@@ -105,7 +105,7 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
 
-    if (!lcf->route && lcf->usage_provider == NULL) {
+    if (!lcf->route && lcf->usage_provider == NULL && lcf->auth != 1) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -115,7 +115,10 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
         ctx->ttfb = ngx_current_msec - ctx->start;
     }
 
-    if (lcf->route && r->err_status >= NGX_HTTP_BAD_REQUEST
+    /* nginx's own error pages of a routed location, and the refusals of
+     * conductor_auth anywhere, in the dialect */
+    if ((lcf->route || (ctx && ctx->error))
+        && r->err_status >= NGX_HTTP_BAD_REQUEST
         && r->headers_out.status >= NGX_HTTP_BAD_REQUEST)
     {
         if (ctx == NULL) {
@@ -141,7 +144,13 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (ctx->attempts == 0 || !lcf->response_headers) {
+    /* which key answered is for the operators: with conductor_auth on,
+     * only an admin client sees it unless conductor_response_headers on */
+    if (ctx->attempts == 0
+        || lcf->response_headers == 0
+        || (lcf->response_headers == 2 && lcf->auth == 1
+            && !(ctx->client && ctx->client->admin)))
+    {
         return ngx_http_next_header_filter(r);
     }
 
@@ -264,6 +273,12 @@ ngx_http_conductor_replace_error(ngx_http_request_t *r,
 
     kind = ngx_http_conductor_error_kind(status);
     type = kind->type[ngx_http_conductor_dialect(ctx)];
+
+    if (ctx->error_type
+        && ngx_http_conductor_dialect(ctx) == NGX_HTTP_CONDUCTOR_OPENAI)
+    {
+        type = ctx->error_type;
+    }
     msg = msg ? msg : kind->message;
 
     mlen = ngx_http_conductor_json_escape_len((u_char *) msg, ngx_strlen(msg));

@@ -34,6 +34,23 @@ static ngx_msec_t ngx_http_conductor_ledger_delay(
 static void ngx_http_conductor_ledger_reserve(
     ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_ctx_t *ctx,
     ngx_http_conductor_cand_t *c, uint64_t now_ms, time_t now);
+static ngx_msec_t ngx_http_conductor_ledger_client_delay(
+    ngx_http_conductor_ctx_t *ctx, time_t now);
+static ngx_msec_t ngx_http_conductor_ledger_budget(
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c, time_t now,
+    ngx_uint_t *why);
+static ngx_int_t ngx_http_conductor_ledger_budget_need(
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c,
+    ngx_http_conductor_money_t *need);
+static void ngx_http_conductor_ledger_spend_period(
+    ngx_http_conductor_spend_t *sp, ngx_uint_t period, time_t now);
+static void ngx_http_conductor_ledger_client_reserve(
+    ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_cand_t *c, time_t now);
+static void ngx_http_conductor_ledger_client_commit(
+    ngx_http_conductor_ctx_t *ctx, uint64_t used, ngx_int_t err);
+static void ngx_http_conductor_ledger_reconcile(
+    ngx_http_conductor_node_t *node, ngx_uint_t *limit, uint64_t reserved,
+    time_t reserved_at, uint64_t used);
 static void ngx_http_conductor_ledger_release(ngx_http_conductor_ctx_t *ctx);
 static void ngx_http_conductor_ledger_settle(
     ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_ctx_t *ctx,
@@ -208,7 +225,8 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
     time_t                           now;
     uint64_t                         now_ms;
     ngx_uint_t                       i, n, tier, found, why, more;
-    ngx_msec_t                       wait, limit_wait, fail_wait;
+    ngx_uint_t                       unpriced;
+    ngx_msec_t                       wait, limit_wait, fail_wait, budget_wait;
     ngx_http_conductor_cand_t       *c, *pick;
     ngx_http_conductor_main_conf_t  *cmcf;
     ngx_http_conductor_cand_t       *el[NGX_HTTP_CONDUCTOR_MAX_CANDS];
@@ -222,10 +240,26 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
     more = 0;
     tier = 0;
     n = 0;
+    unpriced = 0;
     limit_wait = NGX_HTTP_CONDUCTOR_NEVER;
     fail_wait = NGX_HTTP_CONDUCTOR_NEVER;
+    budget_wait = 0;
 
     ngx_http_conductor_shm_lock(cmcf);
+
+    /* the client's own limits hold the request once, whatever serves it */
+    if (ctx->client && !ctx->client_held) {
+        wait = ngx_http_conductor_ledger_client_delay(ctx, now);
+
+        if (wait) {
+            ngx_http_conductor_shm_unlock(cmcf);
+
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_CLIENT;
+            ctx->retry_after = wait;
+
+            return NULL;
+        }
+    }
 
     for (i = 0; i < ctx->ncands; i++) {
         c = &ctx->cands[i];
@@ -239,6 +273,12 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
 
             } else if (why == NGX_HTTP_CONDUCTOR_WAIT_FAILING) {
                 fail_wait = ngx_min(fail_wait, wait);
+
+            } else if (why == NGX_HTTP_CONDUCTOR_WAIT_BUDGET) {
+                budget_wait = budget_wait ? ngx_min(budget_wait, wait) : wait;
+
+            } else if (why == NGX_HTTP_CONDUCTOR_WAIT_UNPRICED) {
+                unpriced = 1;
             }
 
             continue;
@@ -258,11 +298,20 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
     if (n == 0) {
         ngx_http_conductor_shm_unlock(cmcf);
 
-        /* a key at its limit frees up: 429; only failing providers or
+        /* a key at its limit frees up: 429; a budget spent: 429 until it
+         * resets; no price for a budget: 403; only failing providers or
          * disabled keys: 503; Retry-After and the queue use the wait */
         if (limit_wait != NGX_HTTP_CONDUCTOR_NEVER) {
             ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
             ctx->retry_after = limit_wait;
+
+        } else if (budget_wait) {
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_BUDGET;
+            ctx->retry_after = budget_wait;
+
+        } else if (unpriced) {
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_UNPRICED;
+            ctx->retry_after = NGX_HTTP_CONDUCTOR_NEVER;
 
         } else {
             ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_FAILING;
@@ -376,7 +425,188 @@ ngx_http_conductor_ledger_delay(ngx_http_conductor_main_conf_t *cmcf,
         wait = ngx_max(wait, ngx_min(w, NGX_HTTP_CONDUCTOR_NEVER));
     }
 
+    if (wait || ctx->client == NULL || ctx->client->budgets == 0) {
+        return wait;
+    }
+
+    return ngx_http_conductor_ledger_budget(ctx, c, now, why);
+}
+
+
+/*
+ * 0 when the client may send one more request now, else the ms until it
+ * may; the limit reached is noted for the message.
+ */
+
+static ngx_msec_t
+ngx_http_conductor_ledger_client_delay(ngx_http_conductor_ctx_t *ctx,
+    time_t now)
+{
+    uint64_t                      need, w;
+    ngx_uint_t                    i;
+    ngx_msec_t                    wait;
+    ngx_http_conductor_node_t    *node;
+    ngx_http_conductor_client_t  *cl;
+
+    cl = ctx->client;
+    node = cl->node;
+    wait = 0;
+
+    if (cl->max_inflight && node->inflight >= cl->max_inflight) {
+        wait = NGX_HTTP_CONDUCTOR_POLL;
+        ctx->client_limit = NGX_HTTP_CONDUCTOR_NLIMITS;
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+
+        if (cl->limit[i] == 0) {
+            continue;
+        }
+
+        need = (i & 1) ? ngx_min(ctx->estimate, cl->limit[i]) : 1;
+
+        w = ngx_http_conductor_window_wait(&node->win[i],
+                                           ngx_http_conductor_periods[i],
+                                           now, cl->limit[i], need);
+        w = ngx_min(w, NGX_HTTP_CONDUCTOR_NEVER);
+
+        if (w > wait) {
+            wait = w;
+            ctx->client_limit = i;
+        }
+    }
+
     return wait;
+}
+
+
+/*
+ * Whether the candidate's estimated cost fits every budget of the client,
+ * beside what the client's other requests in flight hold: 0 when it does;
+ * else WAIT_LIMIT (those may give some back: a short wait), WAIT_BUDGET
+ * (spent: the wait is until the period resets) or WAIT_UNPRICED (no price
+ * to count it by, and the client refuses those).
+ */
+
+static ngx_msec_t
+ngx_http_conductor_ledger_budget(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, time_t now, ngx_uint_t *why)
+{
+    time_t                         ends;
+    ngx_uint_t                     p;
+    ngx_msec_t                     wait;
+    ngx_http_conductor_money_t     need[NGX_HTTP_CONDUCTOR_NPERIODS];
+    ngx_http_conductor_money_t     use;
+    ngx_http_conductor_spend_t    *sp;
+    ngx_http_conductor_client_t   *cl;
+
+    cl = ctx->client;
+
+    if (ngx_http_conductor_ledger_budget_need(ctx, c, need) != NGX_OK) {
+        *why = NGX_HTTP_CONDUCTOR_WAIT_UNPRICED;
+        return NGX_HTTP_CONDUCTOR_NEVER;
+    }
+
+    wait = 0;
+
+    for (p = 0; p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+
+        if (!(cl->budgets & (1 << p))) {
+            continue;
+        }
+
+        sp = &cl->node->spend[p];
+        ngx_http_conductor_ledger_spend_period(sp, p, now);
+
+        use = ngx_http_conductor_money_add(sp->spent, need[p]);
+
+        if (ngx_http_conductor_money_cmp(use, cl->budget[p]) > 0) {
+            /* not even alone: the budget is spent for this period */
+            (void) ngx_http_conductor_budget_period(p, now, &ends);
+
+            *why = NGX_HTTP_CONDUCTOR_WAIT_BUDGET;
+            ctx->budget_period = p;
+            ctx->budget_ends = ends;
+
+            return ends ? (ngx_msec_t) (ends - now) * 1000
+                        : NGX_HTTP_CONDUCTOR_NEVER;
+        }
+
+        /* what the other requests of the client hold (the request's own
+         * reservation, on a retry, is replaced) */
+        use = ngx_http_conductor_money_add(use,
+                  ngx_http_conductor_money_sub(sp->reserved,
+                                               ctx->cost_reserved[p]));
+
+        if (ngx_http_conductor_money_cmp(use, cl->budget[p]) > 0) {
+            *why = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
+            wait = NGX_HTTP_CONDUCTOR_POLL;
+        }
+    }
+
+    return wait;
+}
+
+
+/*
+ * What the request may cost on the candidate, by the token estimate, for
+ * each budget: capped at the budget, so that a budget smaller than one
+ * request still admits one.  NGX_DECLINED: the candidate has no price and
+ * the client refuses unpriced models (with "unpriced tokens" it counts
+ * nothing).
+ */
+
+static ngx_int_t
+ngx_http_conductor_ledger_budget_need(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, ngx_http_conductor_money_t *need)
+{
+    ngx_uint_t                    p;
+    ngx_http_conductor_money_t    cost;
+    ngx_http_conductor_price_t   *price;
+    ngx_http_conductor_client_t  *cl;
+
+    cl = ctx->client;
+    price = ngx_http_conductor_price_of(ctx, c);
+
+    ngx_memzero(need, NGX_HTTP_CONDUCTOR_NPERIODS * sizeof(*need));
+
+    if (price == NULL) {
+        return cl->unpriced_tokens ? NGX_OK : NGX_DECLINED;
+    }
+
+    cost = ngx_http_conductor_money_cost(ctx->estimate - ctx->estimate_out,
+                                         ctx->estimate_out, 0, 0,
+                                         price->input, price->output,
+                                         price->cached_input,
+                                         price->cache_write);
+
+    for (p = 0; p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+        if (cl->budgets & (1 << p)) {
+            need[p] = ngx_http_conductor_money_cmp(cost, cl->budget[p]) > 0
+                      ? cl->budget[p] : cost;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a new day or month starts the budget's spend again (in flight stays) */
+
+static void
+ngx_http_conductor_ledger_spend_period(ngx_http_conductor_spend_t *sp,
+    ngx_uint_t period, time_t now)
+{
+    time_t    ends;
+    uint64_t  cur;
+
+    cur = ngx_http_conductor_budget_period(period, now, &ends);
+
+    if (sp->period != cur) {
+        sp->period = cur;
+        sp->spent.usd = 0;
+        sp->spent.pico = 0;
+    }
 }
 
 
@@ -426,11 +656,82 @@ ngx_http_conductor_ledger_reserve(ngx_http_conductor_main_conf_t *cmcf,
                                       (i & 1) ? ctx->estimate : 1);
     }
 
+    if (ctx->client) {
+        ngx_http_conductor_ledger_client_reserve(ctx, c, now);
+    }
+
     ctx->tried[c->index / 64] |= (uint64_t) 1 << (c->index % 64);
     ctx->held = c;
     ctx->reserved = ctx->estimate;
     ctx->reserved_at = now;
     ctx->attempts++;
+}
+
+
+/*
+ * The request holds its client's room from its first attempt to its
+ * commit: in flight, one request and the estimated tokens in the windows,
+ * and on each budget the estimated cost on the candidate of the attempt
+ * (a retry elsewhere swaps it).  Called with the lock.
+ */
+
+static void
+ngx_http_conductor_ledger_client_reserve(ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_cand_t *c, time_t now)
+{
+    ngx_uint_t                     i;
+    ngx_http_conductor_money_t     need[NGX_HTTP_CONDUCTOR_NPERIODS];
+    ngx_http_conductor_spend_t    *sp;
+    ngx_http_conductor_node_t     *node;
+    ngx_http_conductor_client_t   *cl;
+
+    cl = ctx->client;
+    node = cl->node;
+
+    if (!ctx->client_held) {
+        ctx->client_held = 1;
+        ctx->client_reserved_at = now;
+
+        node->inflight++;
+
+        if (ngx_http_conductor_slot >= 0
+            && node->held[ngx_http_conductor_slot] < UINT16_MAX)
+        {
+            node->held[ngx_http_conductor_slot]++;
+            ctx->client_slot = 1;
+        }
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
+
+            if (cl->limit[i] == 0 && i != NGX_HTTP_CONDUCTOR_RPM) {
+                continue;
+            }
+
+            ngx_http_conductor_window_add(&node->win[i],
+                                          ngx_http_conductor_periods[i], now,
+                                          (i & 1) ? ctx->estimate : 1);
+        }
+    }
+
+    if (cl->budgets == 0
+        || ngx_http_conductor_ledger_budget_need(ctx, c, need) != NGX_OK)
+    {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_NPERIODS; i++) {
+
+        if (!(cl->budgets & (1 << i))) {
+            continue;
+        }
+
+        sp = &node->spend[i];
+        sp->reserved = ngx_http_conductor_money_add(
+                           ngx_http_conductor_money_sub(sp->reserved,
+                                                        ctx->cost_reserved[i]),
+                           need[i]);
+        ctx->cost_reserved[i] = need[i];
+    }
 }
 
 
@@ -728,6 +1029,10 @@ ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
 
     ngx_http_conductor_ledger_refund(ctx, used);
 
+    if (ctx->client) {
+        ngx_http_conductor_ledger_client_commit(ctx, used, err);
+    }
+
     ngx_http_conductor_ledger_totals(provider, ctx, err);
 
     if (model) {
@@ -746,37 +1051,110 @@ ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
 static void
 ngx_http_conductor_ledger_refund(ngx_http_conductor_ctx_t *ctx, uint64_t used)
 {
-    time_t                      now;
-    ngx_uint_t                  i;
-    ngx_http_conductor_node_t  *node;
-
     if (ctx->cand == NULL || (ctx->reserved == 0 && used == 0)) {
         return;
     }
 
-    node = ctx->cand->key->node;
+    ngx_http_conductor_ledger_reconcile(ctx->cand->key->node,
+                                        ctx->cand->key->limit, ctx->reserved,
+                                        ctx->reserved_at, used);
+
+    ctx->reserved = 0;
+}
+
+
+/*
+ * The request leaves its client: in flight down, its token estimate
+ * replaced by what it used, each budget's reservation by the real cost
+ * (nothing for an unpriced answer, which counts tokens only), and the
+ * client's totals.  Called with the lock.
+ */
+
+static void
+ngx_http_conductor_ledger_client_commit(ngx_http_conductor_ctx_t *ctx,
+    uint64_t used, ngx_int_t err)
+{
+    time_t                        now;
+    ngx_uint_t                    p;
+    ngx_http_conductor_spend_t   *sp;
+    ngx_http_conductor_node_t    *node;
+    ngx_http_conductor_client_t  *cl;
+
+    cl = ctx->client;
+    node = cl->node;
+
+    if (ctx->client_held) {
+        ctx->client_held = 0;
+
+        node->inflight -= ngx_min(node->inflight, 1);
+
+        if (ctx->client_slot && node->held[ngx_http_conductor_slot]) {
+            node->held[ngx_http_conductor_slot]--;
+            ctx->client_slot = 0;
+        }
+
+        ngx_http_conductor_ledger_reconcile(node, cl->limit, ctx->estimate,
+                                            ctx->client_reserved_at, used);
+    }
+
+    now = ngx_time();
+
+    for (p = 0; p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+
+        if (!(cl->budgets & (1 << p))) {
+            continue;
+        }
+
+        sp = &node->spend[p];
+
+        sp->reserved = ngx_http_conductor_money_sub(sp->reserved,
+                                                    ctx->cost_reserved[p]);
+        ngx_memzero(&ctx->cost_reserved[p], sizeof(ngx_http_conductor_money_t));
+
+        ngx_http_conductor_ledger_spend_period(sp, p, now);
+
+        if (ctx->account.final.found && ctx->account.priced) {
+            sp->spent = ngx_http_conductor_money_add(sp->spent,
+                                                     ctx->account.cost);
+        }
+    }
+
+    ngx_http_conductor_ledger_totals(node, ctx, err);
+}
+
+
+/*
+ * The token windows of a node's limits get what a request really used in
+ * place of its estimate (0: an error, nothing used), in the buckets the
+ * estimate went to.  Called with the lock.
+ */
+
+static void
+ngx_http_conductor_ledger_reconcile(ngx_http_conductor_node_t *node,
+    ngx_uint_t *limit, uint64_t reserved, time_t reserved_at, uint64_t used)
+{
+    time_t      now;
+    ngx_uint_t  i;
+
     now = ngx_time();
 
     for (i = 1; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
 
-        if (ctx->cand->key->limit[i] == 0) {
+        if (limit[i] == 0) {
             continue;
         }
 
-        if (used > ctx->reserved) {
+        if (used > reserved) {
             ngx_http_conductor_window_add(&node->win[i],
                                           ngx_http_conductor_periods[i], now,
-                                          used - ctx->reserved);
+                                          used - reserved);
 
         } else {
             ngx_http_conductor_window_sub(&node->win[i],
                                           ngx_http_conductor_periods[i], now,
-                                          ctx->reserved_at,
-                                          ctx->reserved - used);
+                                          reserved_at, reserved - used);
         }
     }
-
-    ctx->reserved = 0;
 }
 
 

@@ -31,8 +31,9 @@ ngx_http_conductor_models_handler(ngx_http_request_t *r)
     size_t                            len;
     ngx_int_t                         rc;
     ngx_buf_t                        *b;
-    ngx_uint_t                        i, anthropic;
+    ngx_uint_t                        i, n, anthropic;
     ngx_chain_t                       out;
+    ngx_http_conductor_ctx_t         *ctx;
     ngx_http_conductor_model_t      **m;
     ngx_http_conductor_main_conf_t   *cmcf;
 
@@ -48,12 +49,22 @@ ngx_http_conductor_models_handler(ngx_http_request_t *r)
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
     anthropic = ngx_http_conductor_is_anthropic(r);
 
-    m = cmcf->models.elts;
+    /* a client limited to some models sees only those */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (ctx && ctx->client && ctx->client->models) {
+        m = ctx->client->models->elts;
+        n = ctx->client->models->nelts;
+
+    } else {
+        m = cmcf->models.elts;
+        n = cmcf->models.nelts;
+    }
 
     len = sizeof("{\"object\":\"list\",\"data\":[],\"has_more\":false,"
                  "\"first_id\":null,\"last_id\":null}\n");
 
-    for (i = 0; i < cmcf->models.nelts; i++) {
+    for (i = 0; i < n; i++) {
         len += 2 * ngx_http_conductor_json_escape_len(m[i]->name.data,
                                                       m[i]->name.len)
                + sizeof(",{\"type\":\"model\",\"id\":,\"display_name\":,"
@@ -76,7 +87,7 @@ ngx_http_conductor_models_handler(ngx_http_request_t *r)
 
     p = ngx_http_conductor_cpy(p, "\"data\":[");
 
-    for (i = 0; i < cmcf->models.nelts; i++) {
+    for (i = 0; i < n; i++) {
 
         if (i) {
             *p++ = ',';

@@ -12,6 +12,10 @@
 
 static void ngx_http_conductor_queue_handler(ngx_event_t *ev);
 static void ngx_http_conductor_queue_cleanup(void *data);
+static ngx_int_t ngx_http_conductor_refuse_client(
+    ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_refuse_budget(
+    ngx_http_conductor_ctx_t *ctx);
 static void ngx_http_conductor_dequeue(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 
@@ -125,6 +129,24 @@ done:
 ngx_int_t
 ngx_http_conductor_refuse(ngx_http_conductor_ctx_t *ctx)
 {
+    switch (ctx->refusal) {
+
+    case NGX_HTTP_CONDUCTOR_WAIT_CLIENT:
+        return ngx_http_conductor_refuse_client(ctx);
+
+    case NGX_HTTP_CONDUCTOR_WAIT_BUDGET:
+        return ngx_http_conductor_refuse_budget(ctx);
+
+    case NGX_HTTP_CONDUCTOR_WAIT_UNPRICED:
+        ctx->retry_after = 0;
+        ctx->error = ngx_http_conductor_error_message(ctx->request,
+                         "the model \"%V\" has no price, and client "
+                         "\"%V\" has a budget: it is refused (\"unpriced "
+                         "tokens\" would count its tokens only)",
+                         &ctx->alias, &ctx->client->name);
+        return NGX_HTTP_FORBIDDEN;
+    }
+
     if (ctx->refusal == NGX_HTTP_CONDUCTOR_WAIT_LIMIT) {
         ctx->error = "every key that serves this model is at its limit";
         return NGX_HTTP_TOO_MANY_REQUESTS;
@@ -140,6 +162,77 @@ ngx_http_conductor_refuse(ngx_http_conductor_ctx_t *ctx)
     ctx->error = "the providers that serve this model are failing: none "
                  "is tried again before Retry-After";
     return NGX_HTTP_SERVICE_UNAVAILABLE;
+}
+
+
+/* the client's own limit: 429 as for a key, the limit named */
+
+static ngx_int_t
+ngx_http_conductor_refuse_client(ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_str_t                     name;
+    ngx_uint_t                    value;
+    ngx_http_conductor_client_t  *cl;
+
+    cl = ctx->client;
+
+    if (ctx->client_limit == NGX_HTTP_CONDUCTOR_NLIMITS) {
+        ngx_str_set(&name, "max_inflight");
+        value = cl->max_inflight;
+
+    } else {
+        name = ngx_http_conductor_limit_names[ctx->client_limit];
+        name.len--;
+        value = cl->limit[ctx->client_limit];
+    }
+
+    ctx->error = ngx_http_conductor_error_message(ctx->request,
+                     "client \"%V\" is at its limit %V=%ui",
+                     &cl->name, &name, value);
+
+    return NGX_HTTP_TOO_MANY_REQUESTS;
+}
+
+
+/*
+ * A budget spent: 429, OpenAI's "insufficient_quota", with the budget and
+ * when it resets (Retry-After says it too).
+ */
+
+static ngx_int_t
+ngx_http_conductor_refuse_budget(ngx_http_conductor_ctx_t *ctx)
+{
+    u_char                        amount[NGX_HTTP_CONDUCTOR_MONEY_LEN];
+    u_char                        resets[64], *last;
+    ngx_tm_t                      tm;
+    ngx_str_t                    *period;
+    ngx_http_conductor_client_t  *cl;
+
+    cl = ctx->client;
+    period = ngx_http_conductor_budget_period_name(ctx->budget_period);
+
+    last = ngx_http_conductor_money_format(amount,
+                                           cl->budget[ctx->budget_period]);
+
+    if (ctx->budget_ends) {
+        ngx_gmtime(ctx->budget_ends, &tm);
+        *ngx_sprintf(resets, "it resets at %4d-%02d-%02dT%02d:%02d:%02dZ",
+                     tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                     tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec) = '\0';
+
+    } else {
+        ctx->retry_after = 0;
+        ngx_cpystrn(resets, (u_char *) "it does not reset", sizeof(resets));
+    }
+
+    ctx->error = ngx_http_conductor_error_message(ctx->request,
+                     "client \"%V\" has spent its budget per=%V of %*s USD: "
+                     "%s", &cl->name, period, (size_t) (last - amount), amount,
+                     resets);
+    ctx->error_code = "insufficient_quota";
+    ctx->error_type = "insufficient_quota";
+
+    return NGX_HTTP_TOO_MANY_REQUESTS;
 }
 
 

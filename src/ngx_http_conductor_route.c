@@ -71,22 +71,24 @@ ngx_http_conductor_route_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
     if (!lcf->route) {
-        if (lcf->usage_provider && ctx == NULL) {
+        if (lcf->usage_provider && (ctx == NULL || !ctx->routed)) {
             return ngx_http_conductor_usage_only(r, lcf);
         }
 
         return NGX_DECLINED;
     }
 
-    if (ctx) {
+    if (ctx && ctx->routed) {
         return ctx->status;
     }
 
+    /* conductor_auth's ctx, with the client, carries on */
     ctx = ngx_http_conductor_ctx_create(r, &ep);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->routed = 1;
     ctx->strategy = lcf->strategy;
 
     if (ep == NGX_ERROR) {
@@ -139,6 +141,7 @@ ngx_http_conductor_usage_only(ngx_http_request_t *r,
     }
 
     ctx->account.usage_provider = lcf->usage_provider;
+    ctx->routed = 1;
     ctx->status = NGX_DECLINED;
 
     return NGX_DECLINED;
@@ -219,6 +222,13 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
     rc = ngx_http_conductor_resolve(r, ctx, lcf);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    if (!ngx_http_conductor_client_may_use(ctx->client, ctx->model)) {
+        ctx->error = ngx_http_conductor_error_message(r,
+                         "client \"%V\" may not use the model \"%V\"",
+                         &ctx->client->name, &ctx->alias);
+        return NGX_HTTP_FORBIDDEN;
     }
 
     if (ctx->stream
@@ -359,8 +369,8 @@ ngx_http_conductor_read_members(ngx_http_request_t *r,
                      ? 0 : (int64_t) lcf->completion_estimate;
     }
 
-    ctx->estimate = (ctx->body_len + 3) / 4
-                    + (uint64_t) ngx_min(max_tokens, (int64_t) 1000000000);
+    ctx->estimate_out = (uint64_t) ngx_min(max_tokens, (int64_t) 1000000000);
+    ctx->estimate = (ctx->body_len + 3) / 4 + ctx->estimate_out;
 
     if (last == -1) {
         ctx->error = "\"model\" is required";
@@ -865,15 +875,22 @@ ngx_http_conductor_ctx_create(ngx_http_request_t *r, ngx_int_t *ep)
     ngx_int_t                  e;
     ngx_http_conductor_ctx_t  *ctx;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
     e = ngx_http_conductor_endpoint_of_uri(&r->uri);
 
     if (ep) {
         *ep = e;
+    }
+
+    /* made by conductor_auth in the ACCESS phase, or now */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
     }
 
     ctx->request = r;

@@ -25,6 +25,7 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_uint_t                        i, j, d;
     ngx_http_conductor_key_t         *key;
     ngx_http_conductor_model_t      **m;
+    ngx_http_conductor_client_t     **cl;
     ngx_http_conductor_provider_t   **p;
     ngx_http_conductor_main_conf_t   *cmcf;
     u_char                            buf[512];
@@ -111,6 +112,19 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
     }
 
+    cl = cmcf->clients.elts;
+
+    for (i = 0; i < cmcf->clients.nelts; i++) {
+        last = ngx_snprintf(buf, sizeof(buf), "client:%V", &cl[i]->name);
+        name.data = buf;
+        name.len = last - buf;
+
+        cl[i]->node = ngx_http_conductor_node_get(cmcf, &name);
+        if (cl[i]->node == NULL) {
+            goto nomem;
+        }
+    }
+
     for (d = 0; d < NGX_HTTP_CONDUCTOR_NDIALECTS; d++) {
         last = ngx_snprintf(buf, sizeof(buf), "model:%V",
                             &cmcf->passthrough[d].name);
@@ -130,9 +144,9 @@ nomem:
     /* refusing the configuration keeps the running one and its limits */
     ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                   "conductor zone \"%V\" (%uz bytes) is too small for %ui "
-                  "keys and %ui models: raise the size of conductor_zone "
-                  "in %s:%ui", &shm_zone->shm.name, shm_zone->shm.size,
-                  cmcf->nkeys, cmcf->models.nelts,
+                  "keys, %ui models and %ui clients: raise the size of "
+                  "conductor_zone in %s:%ui", &shm_zone->shm.name, shm_zone->shm.size,
+                  cmcf->nkeys, cmcf->models.nelts, cmcf->clients.nelts,
                   cmcf->zone_file ? cmcf->zone_file
                                   : (u_char *) "(the default zone)",
                   cmcf->zone_line);

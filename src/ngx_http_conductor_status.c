@@ -314,11 +314,24 @@ ngx_http_conductor_status_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_uint_t                       format;
+    ngx_http_conductor_ctx_t        *ctx;
     ngx_http_conductor_status_t      st;
     ngx_http_conductor_status_out_t  out;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    /* behind conductor_auth, the status (every client, every key) is for
+     * admin clients only */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+    if (ctx && ctx->client && !ctx->client->admin) {
+        ctx->error = ngx_http_conductor_error_message(r,
+                         "client \"%V\" may not read the gateway's status "
+                         "(\"admin on\" in its conductor_client)",
+                         &ctx->client->name);
+        return NGX_HTTP_FORBIDDEN;
     }
 
     rc = ngx_http_discard_request_body(r);

@@ -25,7 +25,8 @@ typedef enum {
     NGX_HTTP_CONDUCTOR_VAR_TOTAL,
     NGX_HTTP_CONDUCTOR_VAR_COST,
     NGX_HTTP_CONDUCTOR_VAR_TTFB,
-    NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE
+    NGX_HTTP_CONDUCTOR_VAR_USAGE_SOURCE,
+    NGX_HTTP_CONDUCTOR_VAR_CLIENT
 } ngx_http_conductor_var_e;
 
 
@@ -41,6 +42,9 @@ static ngx_http_variable_t  ngx_http_conductor_vars[] = {
 
     { ngx_string("conductor_model"), NULL, ngx_http_conductor_variable,
       NGX_HTTP_CONDUCTOR_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("conductor_client"), NULL, ngx_http_conductor_variable,
+      NGX_HTTP_CONDUCTOR_VAR_CLIENT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("conductor_provider"), NULL, ngx_http_conductor_variable,
       NGX_HTTP_CONDUCTOR_VAR_PROVIDER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -132,6 +136,17 @@ ngx_http_conductor_variable(ngx_http_request_t *r,
     ngx_http_conductor_cand_t  *cand;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_conductor_module);
+
+    if (data == NGX_HTTP_CONDUCTOR_VAR_CLIENT) {
+        /* the client's name, never its key */
+        if (ctx == NULL || ctx->client == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        s = ctx->client->name;
+        goto found;
+    }
 
     if (ctx == NULL || ctx->cand == NULL) {
         if (data == NGX_HTTP_CONDUCTOR_VAR_MODEL && ctx && ctx->alias.len) {
