@@ -16,60 +16,6 @@ sub chat {
     return qq{POST $path\n{${routing}"model":"$model","messages":[{"role":"user","content":"hi"}]}};
 }
 
-# Per-minute limits live in two-bucket windows aligned on the minute: a block
-# that counts against an rpm limit must not straddle a minute boundary. This
-# runs before nginx starts (request_eval) or before any request (checks) and
-# only waits; it asserts nothing about time.
-sub away_from_minute_edge {
-    my $s = time % 60;
-    sleep(61 - $s) if $s >= 45;
-    return;
-}
-
-# How many times each value occurs.
-sub tally {
-    my %n;
-    $n{$_}++ for @_;
-    return \%n;
-}
-
-# N requests sent at once on N connections, answers read in parallel.
-# Returns [{status, headers (lower-case), body}], in the order sent.
-sub burst {
-    my ($n, $path, $body) = @_;
-    my @socks;
-    for (1 .. $n) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ENV{TEST_NGINX_PORT},
-                                      Proto => 'tcp') or die "connect: $!";
-        push @socks, $s;
-    }
-    my $req = "POST $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-            . "Content-Type: application/json\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
-    syswrite($_, $req) == length($req) or die "write: $!" for @socks;
-
-    my %buf = map { fileno($_) => '' } @socks;
-    my $sel = IO::Select->new(@socks);
-    my $guard = time + 30;
-    while ($sel->count && time < $guard) {
-        for my $s ($sel->can_read(1)) {
-            my $got = sysread($s, my $chunk, 65536);
-            if ($got) { $buf{ fileno($s) } .= $chunk; next }
-            $sel->remove($s);
-        }
-    }
-    my @out;
-    for my $s (@socks) {
-        my ($head, $rest) = split /\r\n\r\n/, $buf{ fileno($s) }, 2;
-        my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d{3})};
-        my %h;
-        for (split /\r\n/, $head // '') {
-            $h{ lc $1 } = $2 if /^([^:]+):\s*(.*)$/;
-        }
-        push @out, { status => $status, headers => \%h, body => $rest };
-        close $s;
-    }
-    return \@out;
-}
 
 block_defaults(
     config => <<'SERVER',
@@ -110,7 +56,7 @@ conductor_model m { p1 pm; }
 conductor_strategy sequential;
 upstream conductor_backend { conductor_balancer; }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ map { chat('m') } 1 .. 6 ]
 --- error_code: 429
 --- response_headers
@@ -133,7 +79,7 @@ conductor_model m { p1 m1; p2 m2; }
 conductor_strategy sequential;
 upstream conductor_backend { conductor_balancer; }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ map { chat('m') } 1 .. 5 ]
 --- error_code: 200
 --- checks
@@ -154,7 +100,7 @@ location /v1/ {
     include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
 }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ map { chat('m') } 1 .. 6 ]
 --- error_code: 200
 --- checks
@@ -178,7 +124,7 @@ location /v1/ {
     include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
 }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ (map { chat('m') } 1 .. 6), (map { chat('u') } 1 .. 6) ]
 --- error_code: 200
 --- checks
@@ -232,7 +178,7 @@ conductor_model m { p1 pm; }
 conductor_strategy least_used;
 upstream conductor_backend { conductor_balancer; }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ map { chat('m') } 1 .. 20 ]
 --- error_code: 200
 --- checks
@@ -277,7 +223,7 @@ conductor_model m { free unpriced-m; dear dear-m; cheap cheap-m; }
 conductor_strategy least_cost;
 upstream conductor_backend { conductor_balancer; }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ map { chat('m') } 1 .. 7 ]
 --- error_code: 200
 --- checks
@@ -293,7 +239,7 @@ conductor_model m { p1 pm; }
 conductor_strategy least_loaded;
 upstream conductor_backend { conductor_balancer; }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 [ map { chat('m') } 1 .. 6 ]
 --- error_code: 200
 --- checks
@@ -333,7 +279,7 @@ location /least_used/v1/    { conductor_strategy least_used;    conductor_route;
 location /least_latency/v1/ { conductor_strategy least_latency; conductor_route; include $TEST_NGINX_CONF_DIR/conductor_proxy.conf; }
 location /least_cost/v1/    { conductor_strategy least_cost;    conductor_route; include $TEST_NGINX_CONF_DIR/conductor_proxy.conf; }
 --- request_eval
-away_from_minute_edge();
+away_from_minute_edge(45);
 my @s = qw(round_robin least_loaded sequential simple priority weighted random least_used least_latency least_cost);
 [ map { my $s = $_; map { chat('m', path => "/$s/v1/chat/completions") } 1 .. 8 } @s ]
 --- error_code: 200
@@ -471,11 +417,11 @@ location /v1/ {
     include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
 }
 --- checks
-away_from_minute_edge();
+away_from_minute_edge(45);
 my @all;
 # bursts of concurrent connections until both workers have answered
 for my $round (1 .. 5) {
-    push @all, @{ burst(12, '/v1/chat/completions', '{"model":"m","messages":[]}') };
+    push @all, @{ burst(12, '{"model":"m","messages":[]}') };
     last if keys %{ tally(map { $_->{headers}{'x-worker'} // '' } @all) } >= 2;
 }
 my $workers = tally(map { $_->{headers}{'x-worker'} // '' } @all);

@@ -23,6 +23,7 @@ our @EXPORT = qw(
     start_nginx stop_nginx nginx_running nginx_pid error_log_since_start
     http_request http_stream_open parse_sse sse_blocks block_json usage_only
     wait_for status_report status_wait
+    burst drain tally away_from_minute_edge
 );
 
 # ---------------------------------------------------------------- settings
@@ -529,6 +530,105 @@ sub _await_log {
         . 'not waiting for the access log of this nginx any more (does the configuration log elsewhere?)',
         $stream->{method}, $stream->{path}, $stream->{local_port} // '?', $WAIT_SECONDS * $SCALE);
 }
+
+# ---------------------------------------------------------------- bursts
+
+# How many times each value occurs.
+sub tally {
+    my %n;
+    $n{$_}++ for @_;
+    return \%n;
+}
+
+# Per-minute limits live in two-bucket windows aligned on the minute: a
+# burst that counts against an rpm limit must not run into the next
+# minute's second second (where the previous bucket's weight drops below
+# one). Waits, asserts nothing; at most once a minute. $last: the last
+# second of the minute a block may start in (default 55).
+sub away_from_minute_edge {
+    my ($last) = @_;
+    $last //= 55;
+    my $s = time % 60;
+    Time::HiRes::sleep(61 - $s) if $s >= $last;
+    return;
+}
+
+# $n requests sent at once: every connection is opened first, then every
+# request written in one go, so they reach nginx's workers together. Reads
+# the answers in parallel until each connection is closed, or, with
+# gated => 1, until each is closed or has a 200 head (a stream the mock
+# holds until /__mock/release). path => (default /v1/chat/completions);
+# headers => extra header lines, a string or a sub of the request's index
+# (0 ..) returning one. Returns [{status, headers, body, sock}], in the
+# order sent; the sock of a held stream stays open (see drain).
+sub burst {
+    my ($n, $body, %opt) = @_;
+    my $path = $opt{path} // '/v1/chat/completions';
+    my @c;
+    for (1 .. $n) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ENVH{TEST_NGINX_PORT},
+                                      Proto => 'tcp') or die "connect: $!";
+        push @c, { sock => $s, buf => '', closed => 0 };
+    }
+    for my $i (0 .. $#c) {
+        my $extra = ref $opt{headers} eq 'CODE' ? $opt{headers}->($i) : $opt{headers} // '';
+        $extra .= "\r\n" if length $extra && $extra !~ /\r\n\z/;
+        my $req = "POST $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n$extra"
+                . "Content-Type: application/json\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+        syswrite($c[$i]{sock}, $req) == length($req) or die "write: $!";
+    }
+
+    my %by_fd = map { fileno($_->{sock}) => $_ } @c;
+    my $settled = sub {
+        my ($x) = @_;
+        return 1 if $x->{closed};
+        return $opt{gated} && $x->{buf} =~ m{\AHTTP/1\.\d 200 .*?\r\n\r\n}s;
+    };
+    my $sel = IO::Select->new(map { $_->{sock} } @c);
+    my $guard = time + 30 * $SCALE;
+    while (grep { !$settled->($_) } @c) {
+        last if time > $guard;
+        for my $s ($sel->can_read(1)) {
+            my $x = $by_fd{ fileno($s) };
+            my $got = sysread($s, my $chunk, 65536);
+            if ($got) { $x->{buf} .= $chunk; next }
+            $x->{closed} = 1;
+            $sel->remove($s);
+        }
+    }
+    for my $x (@c) {
+        my ($head, $rest) = split /\r\n\r\n/, $x->{buf}, 2;
+        my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d{3})};
+        my %h;
+        for (split /\r\n/, $head // '') { $h{ lc $1 } = $2 if /^([^:]+):\s*(.*)$/ }
+        $x->{status} = $status // 0;
+        $x->{headers} = \%h;
+        $x->{body} = $rest // '';
+        if ($x->{closed}) { close $x->{sock}; delete $x->{sock} }
+    }
+    return \@c;
+}
+
+# Reads the held streams of a burst to their end.
+sub drain {
+    my ($c) = @_;
+    my @open = grep { $_->{sock} } @$c;
+    my $sel = IO::Select->new(map { $_->{sock} } @open);
+    my %by_fd = map { fileno($_->{sock}) => $_ } @open;
+    my $guard = time + 30 * $SCALE;
+    while ($sel->count && time < $guard) {
+        for my $s ($sel->can_read(1)) {
+            my $x = $by_fd{ fileno($s) };
+            my $got = sysread($s, my $chunk, 65536);
+            if ($got) { $x->{body} .= $chunk; next }
+            $sel->remove($s);
+            close $s;
+            delete $x->{sock};
+        }
+    }
+    return;
+}
+
 
 # wait_for(sub { ... }, timeout => S, interval => S, what => 'text'): calls
 # the sub (in scalar context) until it returns a true value, for at most
