@@ -475,6 +475,7 @@ typedef struct {
     unsigned                          error_sent:1;
     unsigned                          client_held:1;  /* reserved on it */
     unsigned                          client_slot:1;  /* in the slot too */
+    unsigned                          budget_held:1;  /* by others' */
     unsigned                          routed:1;  /* the handler ran */
 } ngx_http_conductor_ctx_t;
 

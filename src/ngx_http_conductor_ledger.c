@@ -245,6 +245,8 @@ ngx_http_conductor_ledger_pick(ngx_http_request_t *r,
     fail_wait = NGX_HTTP_CONDUCTOR_NEVER;
     budget_wait = 0;
 
+    ctx->budget_held = 0;
+
     ngx_http_conductor_shm_lock(cmcf);
 
     /* the client's own limits hold the request once, whatever serves it */
@@ -541,6 +543,8 @@ ngx_http_conductor_ledger_budget(ngx_http_conductor_ctx_t *ctx,
         if (ngx_http_conductor_money_cmp(use, cl->budget[p]) > 0) {
             *why = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
             wait = NGX_HTTP_CONDUCTOR_POLL;
+            ctx->budget_held = 1;
+            ctx->budget_period = p;
         }
     }
 

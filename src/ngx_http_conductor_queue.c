@@ -147,6 +147,16 @@ ngx_http_conductor_refuse(ngx_http_conductor_ctx_t *ctx)
         return NGX_HTTP_FORBIDDEN;
     }
 
+    if (ctx->refusal == NGX_HTTP_CONDUCTOR_WAIT_LIMIT && ctx->budget_held) {
+        ctx->error = ngx_http_conductor_error_message(ctx->request,
+                         "client \"%V\": what is left of its budget per=%V "
+                         "is held by its requests in flight",
+                         &ctx->client->name,
+                         ngx_http_conductor_budget_period_name(
+                             ctx->budget_period));
+        return NGX_HTTP_TOO_MANY_REQUESTS;
+    }
+
     if (ctx->refusal == NGX_HTTP_CONDUCTOR_WAIT_LIMIT) {
         ctx->error = "every key that serves this model is at its limit";
         return NGX_HTTP_TOO_MANY_REQUESTS;

@@ -224,13 +224,6 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         return rc;
     }
 
-    if (!ngx_http_conductor_client_may_use(ctx->client, ctx->model)) {
-        ctx->error = ngx_http_conductor_error_message(r,
-                         "client \"%V\" may not use the model \"%V\"",
-                         &ctx->client->name, &ctx->alias);
-        return NGX_HTTP_FORBIDDEN;
-    }
-
     if (ctx->stream
         && (ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_CHAT
             || ctx->endpoint == NGX_HTTP_CONDUCTOR_EP_COMPLETIONS))
@@ -514,6 +507,17 @@ ngx_http_conductor_resolve(ngx_http_request_t *r,
         {
             m = NULL;
         }
+    }
+
+    /* a client limited to some models is told so before anything else
+     * is said of the model */
+    if (ctx->client && ctx->client->models
+        && !ngx_http_conductor_client_may_use(ctx->client, m))
+    {
+        ctx->error = ngx_http_conductor_error_message(r,
+                         "client \"%V\" may not use the model \"%V\"",
+                         &ctx->client->name, &ctx->alias);
+        return NGX_HTTP_FORBIDDEN;
     }
 
     if (m == NULL) {
