@@ -75,7 +75,21 @@ my %conf = (
         api anthropic;
         key a1 sdk-ant-key-1;
     }
+    conductor_provider mockpriced {
+        url http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1;
+        api openai;
+        key pr1 sdk-priced-key-1;
+        price mock-priced-8b input=1 output=1;
+    }
     conductor_model fast { mockoai mock-fast-8b; }
+    conductor_model priced { mockpriced mock-priced-8b; }
+    # t/sdk/clients.test.mjs: the /auth/ locations need a client key
+    conductor_client sdk-team {
+        key sdk-client-key-1;
+        key sdk-client-key-2;
+        models fast claude-fast;
+    }
+    conductor_client sdk-poor { key sdk-poor-key; budget 0.000001 per=day; }
     conductor_model claude-fast { mockant mock-claude-haiku; }
     # t/sdk/stream-faults.test.mjs: streams the provider breaks, on keys of
     # their own; a broken stream feeds the key's breaker, which must not open
@@ -104,6 +118,18 @@ HTTP
             proxy_set_header X-Sdk-Test-Id $http_x_sdk_test_id;
         }
         location = /v1/models {
+            conductor_models;
+        }
+        # t/sdk/clients.test.mjs: client keys
+        location /auth/v1/ {
+            conductor_auth on;
+            conductor_route;
+            include $TEST_NGINX_CONF_DIR/conductor_proxy.conf;
+            proxy_set_header X-Mock $http_x_mock;
+            proxy_set_header X-Sdk-Test-Id $http_x_sdk_test_id;
+        }
+        location = /auth/v1/models {
+            conductor_auth on;
             conductor_models;
         }
         # t/sdk/stream-faults.test.mjs: a provider that goes idle mid-stream
