@@ -39,9 +39,25 @@ check(const char *what, const unsigned char *msg, size_t len,
 
     if (strcmp(got, want) != 0) {
         failures++;
-        printf("not ok - %s (len %zu): got %s want %s\n", what, len, got,
-               want);
+        printf("not ok %d - %s (len %zu): got %s want %s\n", tests, what, len,
+               got, want);
+        return;
     }
+
+    printf("ok %d - %s (len %zu)\n", tests, what, len);
+}
+
+
+static void
+ok(int cond, const char *what, size_t i)
+{
+    tests++;
+
+    if (!cond) {
+        failures++;
+    }
+
+    printf("%sok %d - %s %zu\n", cond ? "" : "not ", tests, what, i);
 }
 
 
@@ -72,7 +88,8 @@ main(void)
 
         f = popen(cmd, "r");
         if (f == NULL || fscanf(f, "%64s", want) != 1) {
-            printf("not ok - sha256sum did not run\n");
+            printf("not ok %d - sha256sum did not run\n", ++tests);
+            printf("1..%d\n", tests);
             return 1;
         }
 
@@ -85,25 +102,15 @@ main(void)
     memset(a, 0x5a, sizeof(a));
     memcpy(b, a, sizeof(b));
 
-    tests++;
-    if (!ngx_http_conductor_digest_equal(a, b)) {
-        failures++;
-        printf("not ok - equal digests\n");
-    }
+    ok(ngx_http_conductor_digest_equal(a, b), "equal digests", 0);
 
     for (i = 0; i < sizeof(a); i++) {
         b[i] ^= 1;
-        tests++;
-
-        if (ngx_http_conductor_digest_equal(a, b)) {
-            failures++;
-            printf("not ok - a difference in byte %zu\n", i);
-        }
-
+        ok(!ngx_http_conductor_digest_equal(a, b), "a difference in byte", i);
         b[i] ^= 1;
     }
 
-    printf("%d tests, %d failures\n", tests, failures);
+    printf("1..%d\n", tests);
 
     return failures != 0;
 }
