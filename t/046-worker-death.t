@@ -372,6 +372,52 @@ subtest 'a respawn keeps the holds of the worker that lives on' => sub {
     is_deeply stop_checked(), [], 'no problem in the log but the kill';
 };
 
+subtest "a client's holds go with the worker that dies" => sub {
+    # the client, not the key, is the limit here: its max_inflight=2
+    my $http = <<"HTTP";
+    conductor_zone conductor:1m;
+    conductor_provider p { url http://127.0.0.1:$env->{TEST_NGINX_MOCK_PORT}/v1; key k1 s1; }
+    conductor_model m { p "pm;gate"; }
+    conductor_client c { key sk-c; limit max_inflight=2; }
+    conductor_auth on;
+    upstream conductor_backend { conductor_balancer; }
+HTTP
+    start(http => $http);
+    my %key = (Authorization => 'Bearer sk-c');
+    my $open = sub {
+        my $s = http_stream_open(POST => $CHAT, {%key}, $STREAM, timeout => 20);
+        return $s if ($s->status // 0) == 200 && $s->read_until(qr/"role":"assistant"/, 10);
+        $s->close;
+        return undef;
+    };
+    my $full = sub {
+        my $r = http_request(POST => $CHAT, {%key}, $PLAIN);
+        return ($r->{status} // 0) == 429 && ($r->{body} // '') =~ /client \\"c\\" is at its limit max_inflight=2/;
+    };
+    my @g = ($open->(), $open->());
+    ok $g[0] && $g[1], 'two gated streams of client c (max_inflight=2)' or return;
+    ok $full->(), 'a third: 429, the client is at its limit';
+    my @own = map { owner_of($_->{local_port}) } @g;
+    ok $own[0] && $own[1], "their workers: @own" or return;
+    my $victim = $own[0];
+    my $left   = grep { $_ != $victim } @own;
+    kill_workers($victim);
+    $g[0]->read_all(5);
+    is scalar(wait_workers(2, $victim)), 2, "a worker was started in place of $victim";
+    my @more;
+    for (1 .. 2 - $left) {
+        my $g = $open->();
+        push @more, $g if $g;
+    }
+    is scalar(@more), 2 - $left, "what the dead worker held is free again: " . (2 - $left) . " more fit";
+    ok $full->(), 'and then the client is full again: 429';
+    mock_release();
+    $_->read_all(10) for (map { $g[$_] } grep { $own[$_] != $victim } 0 .. 1), @more;
+    ok wait_for(sub { http_request(POST => $CHAT, {%key}, $PLAIN)->{status} == 200 }, timeout => 5,
+        what => 'the client served after the release'), 'after the release the client is served';
+    is_deeply stop_checked(), [], 'no problem in the log but the kill';
+};
+
 # ---------------------------------------------------------------- 2
 
 # load: short requests on another key, in forked children, so kills also
