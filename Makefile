@@ -26,6 +26,8 @@ PARSERS  := src/ngx_http_conductor_json.c src/ngx_http_conductor_sse.c \
             src/ngx_http_conductor_money.c \
             src/ngx_http_conductor_sha256.c
 PARSERS_PRESENT = $(wildcard $(PARSERS))
+# the redaction of log lines is nginx-free too (before the rules below)
+PARSERS  += src/ngx_http_conductor_redact_line.c
 UNIT_SRC := $(wildcard t/unit/*_test.c)
 UNIT_BIN := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard t/fuzz/*_fuzz.c)
