@@ -657,5 +657,8 @@ char *ngx_http_conductor_mock(ngx_conf_t *cf, ngx_command_t *cmd,
 /* variables */
 ngx_int_t ngx_http_conductor_add_variables(ngx_conf_t *cf);
 
+/* redact: a writer on every error log that keeps client keys out */
+ngx_int_t ngx_http_conductor_redact_init(ngx_conf_t *cf);
+
 
 #endif /* _NGX_HTTP_CONDUCTOR_H_INCLUDED_ */
