@@ -6,7 +6,7 @@
  * Every node is copied under the zone lock and formatted after the lock is
  * released: a large report, or a slow allocation, never holds up the
  * workers that pick keys under the same lock.  Only names are reported,
- * never a key's secret.
+ * never a provider key's secret, nor a client's key or its digest.
  */
 
 
@@ -40,12 +40,18 @@
 #define NGX_HTTP_CONDUCTOR_M_BREAKER    11
 #define NGX_HTTP_CONDUCTOR_M_FAILURES   12
 #define NGX_HTTP_CONDUCTOR_M_DISABLED   13
+#define NGX_HTTP_CONDUCTOR_M_LIMIT      14
+#define NGX_HTTP_CONDUCTOR_M_USED       15
+#define NGX_HTTP_CONDUCTOR_M_BUDGET     16
+#define NGX_HTTP_CONDUCTOR_M_SPENT      17
+#define NGX_HTTP_CONDUCTOR_M_RESERVED   18
 
 /* the scopes of the Prometheus families */
 #define NGX_HTTP_CONDUCTOR_S_KEY        0
 #define NGX_HTTP_CONDUCTOR_S_PROVIDER   1
 #define NGX_HTTP_CONDUCTOR_S_MODEL      2
-#define NGX_HTTP_CONDUCTOR_STATUS_NSCOPES      3
+#define NGX_HTTP_CONDUCTOR_S_CLIENT     3
+#define NGX_HTTP_CONDUCTOR_STATUS_NSCOPES      4
 
 /* how a Prometheus value is printed */
 #define NGX_HTTP_CONDUCTOR_U_COUNT      0
@@ -64,6 +70,7 @@ typedef struct {
     ngx_http_conductor_provider_t    *provider;  /* providers and keys */
     ngx_http_conductor_key_t         *key;       /* keys only */
     ngx_http_conductor_model_t       *model;     /* models only */
+    ngx_http_conductor_client_t      *client;    /* clients only */
     ngx_http_conductor_node_t         node;
     ngx_str_t                         labels;    /* Prometheus, escaped */
 } ngx_http_conductor_status_item_t;
@@ -120,6 +127,10 @@ static void ngx_http_conductor_status_add(ngx_http_conductor_node_t *sum,
     ngx_http_conductor_node_t *n);
 static ngx_uint_t ngx_http_conductor_status_shown(
     ngx_http_conductor_node_t *n);
+static void ngx_http_conductor_status_spent(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *it);
+static ngx_uint_t *ngx_http_conductor_status_limits(
+    ngx_http_conductor_status_item_t *it);
 static void ngx_http_conductor_status_tokens(ngx_http_conductor_node_t *n,
     uint64_t *tokens);
 static uint64_t ngx_http_conductor_status_cooldown(
@@ -142,6 +153,10 @@ static json_t *ngx_http_conductor_status_json_limits(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *k);
 static json_t *ngx_http_conductor_status_json_model(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *m);
+static json_t *ngx_http_conductor_status_json_client(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *c);
+static json_t *ngx_http_conductor_status_json_budgets(
+    ngx_http_conductor_status_t *st, ngx_http_conductor_status_item_t *c);
 
 static ngx_int_t ngx_http_conductor_status_prometheus(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_out_t *out);
@@ -202,14 +217,15 @@ static const char  *ngx_http_conductor_status_breaker_names[] = {
 
 
 static const char  *ngx_http_conductor_status_scope_names[] = {
-    "key", "provider", "model"
+    "key", "provider", "model", "client"
 };
 
 
 /* the name of each family's extra label, indexed by NGX_HTTP_CONDUCTOR_M_* */
 static const char  *ngx_http_conductor_status_label_names[] = {
     NULL, NULL, "class", "type", NULL, NULL, NULL,
-    NULL, NULL, "limit", NULL, NULL, NULL, NULL
+    NULL, NULL, "limit", NULL, NULL, NULL, NULL,
+    "limit", "limit", "period", "period", "period"
 };
 
 
@@ -291,7 +307,55 @@ static ngx_http_conductor_status_family_t  ngx_http_conductor_status_families[]
     ngx_http_conductor_totals_families(NGX_HTTP_CONDUCTOR_S_PROVIDER,
                                        "provider"),
     ngx_http_conductor_totals_families(NGX_HTTP_CONDUCTOR_S_MODEL,
-                                       "model alias")
+                                       "model alias"),
+
+    /* a client counts each of its requests once, the refused ones too
+     * (429 at its limit or budget, 403 for a model it may not use): what
+     * it was answered, whatever the keys that tried */
+
+    { "requests_total", "counter",
+      "Requests of the client, the refused ones included.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_REQUESTS },
+    { "responses_total", "counter",
+      "2xx answers to the client.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_RESPONSES },
+    { "errors_total", "counter",
+      "Error answers to the client, by class.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_ERRORS },
+    { "tokens_total", "counter",
+      "Tokens of the answers to the client, by type.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_TOKENS },
+    { "cost_usd_total", "counter",
+      "Cost in USD of the answers to the client.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_COST },
+    { "estimated_total", "counter",
+      "Answers to the client whose usage was estimated.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_ESTIMATED },
+    { "unpriced_total", "counter",
+      "Answers to the client without a price.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_UNPRICED },
+    { "inflight", "gauge",
+      "Requests of the client waiting for their answer.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_INFLIGHT },
+    { "limit", "gauge",
+      "Each configured limit of the client.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_LIMIT },
+    { "limit_used", "gauge",
+      "What the client used in the window of each configured limit.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_USED },
+    { "limit_remaining", "gauge",
+      "What the client may still send in the window of each configured "
+      "limit.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_REMAINING },
+    { "budget_usd", "gauge",
+      "Each configured budget of the client in USD, by period.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_BUDGET },
+    { "budget_spent_usd", "gauge",
+      "USD the client spent in the current period of each budget.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_SPENT },
+    { "budget_reserved_usd", "gauge",
+      "USD held on each budget for the client's requests in flight.",
+      NGX_HTTP_CONDUCTOR_S_CLIENT, NGX_HTTP_CONDUCTOR_M_RESERVED }
 };
 
 
@@ -441,6 +505,7 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
     ngx_time_t                        *tp;
     ngx_http_conductor_key_t          *key;
     ngx_http_conductor_model_t       **m, *model;
+    ngx_http_conductor_client_t      **cl;
     ngx_http_conductor_provider_t    **p;
     ngx_http_conductor_main_conf_t    *cmcf;
     ngx_http_conductor_status_item_t  *it, *k;
@@ -473,6 +538,7 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
     st->nitems[NGX_HTTP_CONDUCTOR_S_KEY] = nk;
     st->nitems[NGX_HTTP_CONDUCTOR_S_MODEL] = cmcf->models.nelts
                                              + NGX_HTTP_CONDUCTOR_NDIALECTS;
+    st->nitems[NGX_HTTP_CONDUCTOR_S_CLIENT] = cmcf->clients.nelts;
 
     for (i = 0; i < NGX_HTTP_CONDUCTOR_STATUS_NSCOPES; i++) {
         st->items[i] = ngx_pcalloc(r->pool,
@@ -520,6 +586,14 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
         }
     }
 
+    it = st->items[NGX_HTTP_CONDUCTOR_S_CLIENT];
+    cl = cmcf->clients.elts;
+
+    for (i = 0; i < cmcf->clients.nelts; i++) {
+        it[i].name = cl[i]->name;
+        it[i].client = cl[i];
+    }
+
     ngx_http_conductor_shm_lock(cmcf);
 
     for (i = 0; i < NGX_HTTP_CONDUCTOR_STATUS_NSCOPES; i++) {
@@ -529,6 +603,7 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
             ngx_http_conductor_status_copy(&it[j].node,
                                            it[j].key ? it[j].key->node
                                            : it[j].model ? it[j].model->node
+                                           : it[j].client ? it[j].client->node
                                            : it[j].provider->node);
         }
     }
@@ -536,6 +611,12 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
     ngx_http_conductor_status_copy(&st->gateway, &cmcf->sh->gateway);
 
     ngx_http_conductor_shm_unlock(cmcf);
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_CLIENT];
+
+    for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_CLIENT]; i++) {
+        ngx_http_conductor_status_spent(st, &it[i]);
+    }
 
     it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
 
@@ -620,6 +701,40 @@ ngx_http_conductor_status_shown(ngx_http_conductor_node_t *n)
 }
 
 
+/*
+ * The ledger starts a budget's spend again lazily, at the client's next
+ * request of a new day or month: until then the copy still holds the
+ * spend of a period that is over, which counts as nothing spent.
+ */
+
+static void
+ngx_http_conductor_status_spent(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *it)
+{
+    time_t                       ends;
+    ngx_uint_t                   p;
+    ngx_http_conductor_spend_t  *sp;
+
+    for (p = 0; p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+        sp = &it->node.spend[p];
+
+        if (sp->period != ngx_http_conductor_budget_period(p, st->now, &ends))
+        {
+            ngx_memzero(&sp->spent, sizeof(ngx_http_conductor_money_t));
+        }
+    }
+}
+
+
+/* what a limit of the item is: 0 for one it does not have */
+
+static ngx_uint_t *
+ngx_http_conductor_status_limits(ngx_http_conductor_status_item_t *it)
+{
+    return it->client ? it->client->limit : it->key->limit;
+}
+
+
 /* in the order of ngx_http_conductor_status_token_names */
 
 static void
@@ -651,16 +766,18 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
 {
     size_t                             len, flags;
     u_char                            *p;
-    json_t                            *root, *providers, *models, *obj;
+    json_t                            *root, *providers, *models, *clients;
+    json_t                            *obj;
     ngx_uint_t                         i;
     ngx_http_conductor_status_item_t  *it, *keys;
 
     /* "o" hands each value over to the tree, on failure too */
     providers = json_array();
     models = json_array();
+    clients = json_array();
 
     /* "gateway": the routed requests it answered itself (429, 503, 400) */
-    root = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o}",
+    root = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o}",
                      "module", "ngx_http_conductor_module",
                      "version", NGX_HTTP_CONDUCTOR_VERSION,
                      "nginx", NGINX_VERSION,
@@ -672,7 +789,8 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
                      ngx_http_conductor_status_json_totals(json_object(),
                                                            &st->gateway),
                      "providers", providers,
-                     "models", models);
+                     "models", models,
+                     "clients", clients);
     if (root == NULL) {
         return NGX_ERROR;
     }
@@ -696,6 +814,16 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
         obj = ngx_http_conductor_status_json_model(st, &it[i]);
 
         if (json_array_append_new(models, obj) != 0) {
+            goto failed;
+        }
+    }
+
+    it = st->items[NGX_HTTP_CONDUCTOR_S_CLIENT];
+
+    for (i = 0; i < st->nitems[NGX_HTTP_CONDUCTOR_S_CLIENT]; i++) {
+        obj = ngx_http_conductor_status_json_client(st, &it[i]);
+
+        if (json_array_append_new(clients, obj) != 0) {
             goto failed;
         }
     }
@@ -928,7 +1056,10 @@ ngx_http_conductor_status_json_key(ngx_http_conductor_status_t *st,
 }
 
 
-/* only the limits the key has: {"rpm":{"limit":..,"used":..}, ...} */
+/*
+ * only the limits the key or client has:
+ * {"rpm":{"limit":..,"used":..}, ...}
+ */
 
 static json_t *
 ngx_http_conductor_status_json_limits(ngx_http_conductor_status_t *st,
@@ -937,12 +1068,13 @@ ngx_http_conductor_status_json_limits(ngx_http_conductor_status_t *st,
     time_t       period;
     json_t      *obj;
     uint64_t     used, limit;
-    ngx_uint_t   i;
+    ngx_uint_t   i, *limits;
 
     obj = json_object();
+    limits = ngx_http_conductor_status_limits(k);
 
     for (i = 0; obj && i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
-        limit = k->key->limit[i];
+        limit = limits[i];
 
         if (limit == 0) {
             continue;
@@ -1005,6 +1137,120 @@ ngx_http_conductor_status_json_model(ngx_http_conductor_status_t *st,
                     "targets", targets);
 
     return ngx_http_conductor_status_json_totals(obj, &m->node);
+}
+
+
+/*
+ * A client by its name only: neither its keys nor their digests are in
+ * the report.  "unpriced" is already the count of unpriced answers, so
+ * what the client does with a model without a price is "unpriced_mode".
+ */
+
+static json_t *
+ngx_http_conductor_status_json_client(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *c)
+{
+    json_t                        *obj, *models;
+    ngx_uint_t                     i;
+    ngx_http_conductor_model_t   **m;
+    ngx_http_conductor_client_t   *cl;
+
+    cl = c->client;
+
+    /* null: every model */
+    models = cl->models ? json_array() : json_null();
+    m = cl->models ? cl->models->elts : NULL;
+
+    for (i = 0; models && m && i < cl->models->nelts; i++) {
+        if (json_array_append_new(models,
+                                  ngx_http_conductor_status_json_str(st,
+                                                               &m[i]->name))
+            != 0)
+        {
+            json_decref(models);
+            models = NULL;
+        }
+    }
+
+    obj = json_pack("{s:o}",
+                    "name", ngx_http_conductor_status_json_str(st, &c->name));
+
+    obj = ngx_http_conductor_status_json_totals(obj, &c->node);
+
+    if (json_object_update_new(obj,
+            json_pack("{s:I, s:I, s:o, s:o, s:o, s:s, s:b}",
+                      "inflight", (json_int_t) c->node.inflight,
+                      "max_inflight", (json_int_t) cl->max_inflight,
+                      "limits", ngx_http_conductor_status_json_limits(st, c),
+                      "models", models,
+                      "budgets",
+                          ngx_http_conductor_status_json_budgets(st, c),
+                      "unpriced_mode",
+                          cl->unpriced_tokens ? "tokens" : "refuse",
+                      "admin", (int) cl->admin))
+        != 0)
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+/*
+ * Only the budgets the client has: {"day":{"usd":..,"spent_usd":..,
+ * "reserved_usd":..,"remaining_usd":..,"resets":epoch}, ...}.  What
+ * remains is what a request may still reserve: the requests in flight
+ * hold their part already.
+ */
+
+static json_t *
+ngx_http_conductor_status_json_budgets(ngx_http_conductor_status_t *st,
+    ngx_http_conductor_status_item_t *c)
+{
+    time_t                        ends;
+    json_t                       *obj;
+    ngx_uint_t                    p;
+    ngx_http_conductor_money_t    used, left;
+    ngx_http_conductor_spend_t   *sp;
+    ngx_http_conductor_client_t  *cl;
+
+    cl = c->client;
+    obj = json_object();
+
+    for (p = 0; obj && p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+
+        if (!(cl->budgets & (1 << p))) {
+            continue;
+        }
+
+        sp = &c->node.spend[p];
+        used = ngx_http_conductor_money_add(sp->spent, sp->reserved);
+        left = ngx_http_conductor_money_sub(cl->budget[p], used);
+
+        (void) ngx_http_conductor_budget_period(p, st->now, &ends);
+
+        if (json_object_set_new(obj,
+                (const char *) ngx_http_conductor_budget_period_name(p)->data,
+                json_pack("{s:f, s:f, s:f, s:f, s:o}",
+                          "usd",
+                          ngx_http_conductor_money_to_double(cl->budget[p]),
+                          "spent_usd",
+                          ngx_http_conductor_money_to_double(sp->spent),
+                          "reserved_usd",
+                          ngx_http_conductor_money_to_double(sp->reserved),
+                          "remaining_usd",
+                          ngx_http_conductor_money_to_double(left),
+                          "resets", ends ? json_integer(ends) : json_null()))
+            != 0)
+        {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+
+    return obj;
 }
 
 
@@ -1116,7 +1362,10 @@ ngx_http_conductor_status_sample(ngx_http_conductor_status_out_t *out,
 }
 
 
-/* provider="p",key="k" / provider="p" / model="m", escaped once per item */
+/*
+ * provider="p",key="k" / provider="p" / model="m" / client="c", escaped
+ * once per item
+ */
 
 static ngx_int_t
 ngx_http_conductor_status_labels(ngx_http_conductor_status_t *st,
@@ -1126,8 +1375,9 @@ ngx_http_conductor_status_labels(ngx_http_conductor_status_t *st,
     size_t      len;
     ngx_str_t  *first;
 
-    first = (scope == NGX_HTTP_CONDUCTOR_S_MODEL) ? &it->name
-                                                  : &it->provider->name;
+    first = (scope == NGX_HTTP_CONDUCTOR_S_MODEL
+             || scope == NGX_HTTP_CONDUCTOR_S_CLIENT)
+            ? &it->name : &it->provider->name;
 
     len = sizeof("provider=\"\",key=\"\"") + first->len
           + ngx_http_conductor_status_escape(NULL, first->data, first->len);
@@ -1147,6 +1397,9 @@ ngx_http_conductor_status_labels(ngx_http_conductor_status_t *st,
 
     if (scope == NGX_HTTP_CONDUCTOR_S_MODEL) {
         p = ngx_http_conductor_cpy(p, "model=\"");
+
+    } else if (scope == NGX_HTTP_CONDUCTOR_S_CLIENT) {
+        p = ngx_http_conductor_cpy(p, "client=\"");
 
     } else {
         p = ngx_http_conductor_cpy(p, "provider=\"");
@@ -1228,7 +1481,7 @@ ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
 {
     time_t                      period;
     uint64_t                    used, t[NGX_HTTP_CONDUCTOR_STATUS_NTOKENS];
-    ngx_uint_t                  i, n;
+    ngx_uint_t                  i, n, *limits;
     ngx_http_conductor_node_t  *node;
 
     node = &it->node;
@@ -1289,11 +1542,14 @@ ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
         v[0].unit = NGX_HTTP_CONDUCTOR_U_MSEC;
         return node->ttfb_ewma ? 1 : 0;
 
+    case NGX_HTTP_CONDUCTOR_M_LIMIT:
+    case NGX_HTTP_CONDUCTOR_M_USED:
     case NGX_HTTP_CONDUCTOR_M_REMAINING:
         n = 0;
+        limits = ngx_http_conductor_status_limits(it);
 
         for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i++) {
-            if (it->key->limit[i] == 0) {
+            if (limits[i] == 0) {
                 continue;
             }
 
@@ -1302,9 +1558,32 @@ ngx_http_conductor_status_values(ngx_http_conductor_status_t *st,
                                                    st->now);
 
             v[n].label = ngx_http_conductor_status_limit_names[i];
-            v[n].value = (used < it->key->limit[i])
-                         ? it->key->limit[i] - used : 0;
+            v[n].value = (what == NGX_HTTP_CONDUCTOR_M_LIMIT) ? limits[i]
+                         : (what == NGX_HTTP_CONDUCTOR_M_USED) ? used
+                         : (used < limits[i]) ? limits[i] - used : 0;
             v[n].unit = NGX_HTTP_CONDUCTOR_U_COUNT;
+            n++;
+        }
+
+        return n;
+
+    case NGX_HTTP_CONDUCTOR_M_BUDGET:
+    case NGX_HTTP_CONDUCTOR_M_SPENT:
+    case NGX_HTTP_CONDUCTOR_M_RESERVED:
+        n = 0;
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NPERIODS; i++) {
+            if (!(it->client->budgets & (1 << i))) {
+                continue;
+            }
+
+            v[n].label = (const char *)
+                         ngx_http_conductor_budget_period_name(i)->data;
+            v[n].money = (what == NGX_HTTP_CONDUCTOR_M_BUDGET)
+                         ? it->client->budget[i]
+                         : (what == NGX_HTTP_CONDUCTOR_M_SPENT)
+                         ? node->spend[i].spent : node->spend[i].reserved;
+            v[n].unit = NGX_HTTP_CONDUCTOR_U_PICO;
             n++;
         }
 
