@@ -146,7 +146,8 @@ nomem:
                   "conductor zone \"%V\" (%uz bytes) is too small for %ui "
                   "keys, %ui models and %ui clients: raise the size of "
                   "conductor_zone in %s:%ui", &shm_zone->shm.name,
-                  shm_zone->shm.size, cmcf->nkeys, cmcf->models.nelts, cmcf->clients.nelts,
+                  shm_zone->shm.size, cmcf->nkeys, cmcf->models.nelts,
+                  cmcf->clients.nelts,
                   cmcf->zone_file ? cmcf->zone_file
                                   : (u_char *) "(the default zone)",
                   cmcf->zone_line);
