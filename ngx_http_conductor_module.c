@@ -13,6 +13,7 @@
 static ngx_int_t ngx_http_conductor_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_conductor_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_conductor_init_process(ngx_cycle_t *cycle);
+static void ngx_http_conductor_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_conductor_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_conductor_create_srv_conf(ngx_conf_t *cf);
@@ -194,6 +195,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       0,
       NULL },
 
+    { ngx_string("conductor_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_redis_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_balancer"),
       NGX_HTTP_UPS_CONF|NGX_CONF_ANY,
       ngx_http_conductor_balancer,
@@ -230,7 +238,7 @@ ngx_module_t  ngx_http_conductor_module = {
     ngx_http_conductor_init_process,        /* init process */
     NULL,                                   /* init thread */
     NULL,                                   /* exit thread */
-    ngx_http_conductor_ledger_exit_process, /* exit process */
+    ngx_http_conductor_exit_process,        /* exit process */
     NULL,                                   /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -282,7 +290,7 @@ ngx_http_conductor_postconfiguration(ngx_conf_t *cf)
 }
 
 
-/* a worker starts: its ledger slot first, then its health checks */
+/* a worker starts: its ledger slot first, its health checks, its Redis */
 
 static ngx_int_t
 ngx_http_conductor_init_process(ngx_cycle_t *cycle)
@@ -291,7 +299,19 @@ ngx_http_conductor_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_conductor_health_init_process(cycle);
+    if (ngx_http_conductor_health_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_conductor_redis_init_process(cycle);
+}
+
+
+static void
+ngx_http_conductor_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_conductor_ledger_exit_process(cycle);
+    ngx_http_conductor_redis_exit_process(cycle);
 }
 
 

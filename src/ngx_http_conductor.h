@@ -171,6 +171,7 @@ typedef struct {
     ngx_uint_t                        queued;    /* waiting for room */
     ngx_http_conductor_node_t         gateway;   /* answers of its own */
     ngx_http_conductor_slot_t         slots[NGX_HTTP_CONDUCTOR_SLOTS];
+    struct ngx_http_conductor_redis_sh_s  *redis;  /* NULL: not yet */
 } ngx_http_conductor_shctx_t;
 
 
@@ -320,6 +321,7 @@ typedef struct {
     ngx_msec_t                        disabled_time;  /* until a probe */
     u_char                           *zone_file;   /* of conductor_zone */
     ngx_uint_t                        zone_line;
+    struct ngx_http_conductor_redis_conf_s  *redis;  /* NULL: none */
 } ngx_http_conductor_main_conf_t;
 
 
@@ -659,6 +661,103 @@ ngx_int_t ngx_http_conductor_add_variables(ngx_conf_t *cf);
 
 /* redact: a writer on every error log that keeps client keys out */
 ngx_int_t ngx_http_conductor_redact_init(ngx_conf_t *cf);
+
+
+/*
+ * redis: the fleet store's connection (conductor_redis), one per worker.
+ * hiredis is the codec only; the connection is nginx's own.
+ */
+
+#define NGX_HTTP_CONDUCTOR_REDIS_DOWN        0
+#define NGX_HTTP_CONDUCTOR_REDIS_CONNECTING  1
+#define NGX_HTTP_CONDUCTOR_REDIS_READY       2
+
+#define NGX_HTTP_CONDUCTOR_REDIS_LOCAL       0   /* on_failure=local */
+#define NGX_HTTP_CONDUCTOR_REDIS_REFUSE      1   /* on_failure=refuse */
+
+/* commands waiting for their replies, per worker: a hung Redis is bounded */
+#define NGX_HTTP_CONDUCTOR_REDIS_MAX_PENDING 10000
+
+
+/* hiredis's and jansson's: the files that use them include them */
+struct redisReply;
+struct json_t;
+
+typedef struct ngx_http_conductor_redis_conf_s
+    ngx_http_conductor_redis_conf_t;
+typedef struct ngx_http_conductor_redis_sh_s  ngx_http_conductor_redis_sh_t;
+typedef struct ngx_http_conductor_redis_cmd_s  ngx_http_conductor_redis_cmd_t;
+
+
+struct ngx_http_conductor_redis_conf_s {
+    ngx_str_t                         url;       /* as written: no secret */
+    ngx_str_t                         host;      /* NUL-terminated */
+    in_port_t                         port;
+    ngx_addr_t                       *addrs;     /* resolved when loaded */
+    ngx_uint_t                        naddrs;
+    ngx_uint_t                        db;
+    ngx_str_t                         user;      /* empty: default user */
+    ngx_str_t                         password;  /* empty: no AUTH */
+    ngx_str_t                         prefix;    /* of every key */
+    ngx_msec_t                        sync;      /* 0: per reservation */
+    ngx_msec_t                        timeout;   /* of every command */
+    ngx_uint_t                        on_failure;  /* LOCAL, REFUSE */
+    ngx_str_t                         ca;        /* empty: system's */
+#if (NGX_HTTP_SSL)
+    ngx_ssl_t                        *ssl;
+#endif
+
+    unsigned                          tls:1;     /* rediss:// */
+    unsigned                          host_is_ip:1;
+};
+
+
+/* one worker's connection, as the status output shows it */
+typedef struct {
+    ngx_pid_t                         pid;       /* 0: free */
+    ngx_uint_t                        state;     /* DOWN, CONNECTING, READY */
+    ngx_uint_t                        pending;   /* commands in flight */
+    uint64_t                          last_reply;  /* epoch ms, 0: never */
+} ngx_http_conductor_redis_worker_t;
+
+
+/* in the zone: every worker's counters (atomic), and each one's state */
+struct ngx_http_conductor_redis_sh_s {
+    ngx_atomic_t                      commands;  /* sent */
+    ngx_atomic_t                      errors;    /* all three kinds below */
+    ngx_atomic_t                      timeouts;
+    ngx_atomic_t                      conn_errors;
+    ngx_atomic_t                      error_replies;
+    ngx_atomic_t                      reconnects;  /* attempts after the
+                                                    * first */
+    ngx_http_conductor_redis_worker_t workers[NGX_HTTP_CONDUCTOR_SLOTS];
+};
+
+
+/*
+ * A command's handler gets its reply, or NULL when the command failed
+ * (timeout, connection lost); the reply is freed once it returns.
+ */
+typedef void (*ngx_http_conductor_redis_handler_pt)(void *data,
+    struct redisReply *reply);
+
+/* what runs every sync= interval while the connection is ready */
+typedef void (*ngx_http_conductor_redis_tick_pt)(
+    ngx_http_conductor_redis_conf_t *rcf);
+
+extern ngx_http_conductor_redis_tick_pt  ngx_http_conductor_redis_tick;
+
+char *ngx_http_conductor_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_conductor_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_conductor_redis_exit_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_conductor_redis_command(ngx_uint_t argc,
+    const char **argv, const size_t *argvlen,
+    ngx_http_conductor_redis_handler_pt handler, void *data,
+    ngx_http_conductor_redis_cmd_t **cmd);
+void ngx_http_conductor_redis_cancel(ngx_http_conductor_redis_cmd_t *cmd);
+ngx_uint_t ngx_http_conductor_redis_state(void);
+ngx_int_t ngx_http_conductor_redis_status(struct json_t *obj);
 
 
 #endif /* _NGX_HTTP_CONDUCTOR_H_INCLUDED_ */

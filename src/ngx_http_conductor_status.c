@@ -795,6 +795,11 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
         return NGX_ERROR;
     }
 
+    /* "redis": the fleet store's connection, when there is one */
+    if (ngx_http_conductor_redis_status(root) != NGX_OK) {
+        goto failed;
+    }
+
     it = st->items[NGX_HTTP_CONDUCTOR_S_PROVIDER];
     keys = st->items[NGX_HTTP_CONDUCTOR_S_KEY];
 
