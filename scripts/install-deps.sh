@@ -9,7 +9,7 @@ packages=(
     make gcc clang libclang-rt-14-dev dpkg-dev   # build, fuzzing
     nginx nginx-dev                              # the distribution's nginx
     libjansson-dev libhiredis-dev                # the module's libraries
-    redis-server                                 # fleet tests
+    redis-server redis-tools                     # fleet tests (redis-cli)
     libtest-base-perl                            # the t/lib harness
     nodejs npm                                   # mock provider, SDK tests
     wrk valgrind curl ca-certificates openssl            # bench, sanitizer run
