@@ -303,6 +303,11 @@ ngx_http_conductor_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* the fleet's hook is in place before the connection's first tick */
+    if (ngx_http_conductor_sync_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_conductor_redis_init_process(cycle);
 }
 

@@ -106,6 +106,31 @@ typedef struct {
 
 
 /*
+ * What a key or client shares with the fleet (conductor_redis): per window
+ * the changes not pushed yet and the node's own share, in the bucket of
+ * start and the one before it; the fleet's view of the others.
+ */
+typedef struct {
+    time_t                            start;     /* bucket of [0] */
+    int64_t                           delta[2];  /* not pushed yet */
+    int64_t                           mine[2];   /* this node's own */
+} ngx_http_conductor_sync_win_t;
+
+
+typedef struct {
+    ngx_http_conductor_sync_win_t     win[NGX_HTTP_CONDUCTOR_NLIMITS];
+    uint64_t                          spend_period[NGX_HTTP_CONDUCTOR_NPERIODS];
+    int64_t                           spend_delta[NGX_HTTP_CONDUCTOR_NPERIODS];
+    int64_t                           spend_mine[NGX_HTTP_CONDUCTOR_NPERIODS];
+                                                 /* nano-USD */
+    ngx_uint_t                        fleet_inflight;  /* the others' */
+    uint64_t                          fleet_held[NGX_HTTP_CONDUCTOR_NPERIODS];
+                                                 /* the others', nano-USD */
+    uint64_t                          synced;    /* epoch ms, 0: never */
+} ngx_http_conductor_sync_t;
+
+
+/*
  * Live state and totals of one key, provider or model alias, in the shared
  * zone.  Keys use every field; providers and aliases use the totals (and
  * rr), the rest stays zero.
@@ -149,6 +174,8 @@ typedef struct {
     /* a client's budgets, by period (day, month, total) */
     ngx_http_conductor_spend_t        spend[NGX_HTTP_CONDUCTOR_NPERIODS];
 
+    ngx_http_conductor_sync_t        *sync;      /* NULL: not shared */
+
     /* in flight per process slot: what a dead worker held is known (a
      * worker's connections bound it far below 65535) */
     uint16_t                          held[NGX_HTTP_CONDUCTOR_SLOTS];
@@ -172,6 +199,7 @@ typedef struct {
     ngx_http_conductor_node_t         gateway;   /* answers of its own */
     ngx_http_conductor_slot_t         slots[NGX_HTTP_CONDUCTOR_SLOTS];
     struct ngx_http_conductor_redis_sh_s  *redis;  /* NULL: not yet */
+    uint64_t                          sync_next;  /* the fleet push lease */
 } ngx_http_conductor_shctx_t;
 
 
@@ -612,6 +640,19 @@ ngx_uint_t ngx_http_conductor_ledger_health_lease(
     uint64_t now_ms);
 void ngx_http_conductor_ledger_health(ngx_http_conductor_main_conf_t *cmcf,
     ngx_http_conductor_provider_t *p, ngx_uint_t ok);
+
+/* sync: the fleet's limits through Redis */
+ngx_int_t ngx_http_conductor_sync_init_zone(
+    ngx_http_conductor_main_conf_t *cmcf);
+ngx_int_t ngx_http_conductor_sync_init_process(ngx_cycle_t *cycle);
+void ngx_http_conductor_sync_window(ngx_http_conductor_node_t *node,
+    ngx_uint_t i, time_t when, int64_t n);
+void ngx_http_conductor_sync_spend(ngx_http_conductor_node_t *node,
+    ngx_uint_t p, uint64_t period, ngx_http_conductor_money_t cost);
+
+/* the fleet's in flight beside a node's own */
+#define ngx_http_conductor_inflight(node)                                     \
+    ((node)->inflight + ((node)->sync ? (node)->sync->fleet_inflight : 0))
 
 /* balancer */
 char *ngx_http_conductor_balancer(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -407,7 +407,9 @@ ngx_http_conductor_ledger_delay(ngx_http_conductor_main_conf_t *cmcf,
         wait = until - now_ms;
     }
 
-    if (key->max_inflight && kn->inflight >= key->max_inflight) {
+    if (key->max_inflight
+        && ngx_http_conductor_inflight(kn) >= key->max_inflight)
+    {
         wait = ngx_max(wait, NGX_HTTP_CONDUCTOR_POLL);
     }
 
@@ -454,7 +456,9 @@ ngx_http_conductor_ledger_client_delay(ngx_http_conductor_ctx_t *ctx,
     node = cl->node;
     wait = 0;
 
-    if (cl->max_inflight && node->inflight >= cl->max_inflight) {
+    if (cl->max_inflight
+        && ngx_http_conductor_inflight(node) >= cl->max_inflight)
+    {
         wait = NGX_HTTP_CONDUCTOR_POLL;
         ctx->client_limit = NGX_HTTP_CONDUCTOR_NLIMITS;
     }
@@ -539,6 +543,13 @@ ngx_http_conductor_ledger_budget(ngx_http_conductor_ctx_t *ctx,
         use = ngx_http_conductor_money_add(use,
                   ngx_http_conductor_money_sub(sp->reserved,
                                                ctx->cost_reserved[p]));
+
+        if (cl->node->sync) {
+            /* and what the fleet's other nodes hold */
+            use = ngx_http_conductor_money_add(use,
+                      ngx_http_conductor_money_mul(
+                          cl->node->sync->fleet_held[p], 1000));
+        }
 
         if (ngx_http_conductor_money_cmp(use, cl->budget[p]) > 0) {
             *why = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
@@ -658,6 +669,8 @@ ngx_http_conductor_ledger_reserve(ngx_http_conductor_main_conf_t *cmcf,
         ngx_http_conductor_window_add(&node->win[i],
                                       ngx_http_conductor_periods[i], now,
                                       (i & 1) ? ctx->estimate : 1);
+        ngx_http_conductor_sync_window(node, i, now,
+                                       (i & 1) ? ctx->estimate : 1);
     }
 
     if (ctx->client) {
@@ -714,6 +727,8 @@ ngx_http_conductor_ledger_client_reserve(ngx_http_conductor_ctx_t *ctx,
             ngx_http_conductor_window_add(&node->win[i],
                                           ngx_http_conductor_periods[i], now,
                                           (i & 1) ? ctx->estimate : 1);
+            ngx_http_conductor_sync_window(node, i, now,
+                                           (i & 1) ? ctx->estimate : 1);
         }
     }
 
@@ -1120,6 +1135,8 @@ ngx_http_conductor_ledger_client_commit(ngx_http_conductor_ctx_t *ctx,
         if (ctx->account.final.found && ctx->account.priced) {
             sp->spent = ngx_http_conductor_money_add(sp->spent,
                                                      ctx->account.cost);
+            ngx_http_conductor_sync_spend(node, p, sp->period,
+                                          ctx->account.cost);
         }
     }
 
@@ -1152,11 +1169,15 @@ ngx_http_conductor_ledger_reconcile(ngx_http_conductor_node_t *node,
             ngx_http_conductor_window_add(&node->win[i],
                                           ngx_http_conductor_periods[i], now,
                                           used - reserved);
+            ngx_http_conductor_sync_window(node, i, now,
+                                           (int64_t) (used - reserved));
 
         } else {
             ngx_http_conductor_window_sub(&node->win[i],
                                           ngx_http_conductor_periods[i], now,
                                           reserved_at, reserved - used);
+            ngx_http_conductor_sync_window(node, i, reserved_at,
+                                           - (int64_t) (reserved - used));
         }
     }
 }

@@ -232,10 +232,14 @@ ngx_http_conductor_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_http_conductor_redis_param(&value[i], "sync", &v) == NGX_OK) {
-            /* sync=0: every reservation settles in Redis as it happens */
+            /* sync=0 (every reservation settled in Redis as it is made)
+             * is the contract's, but not built yet: refused rather than
+             * quietly periodic */
             if (v.len == 1 && v.data[0] == '0') {
-                rcf->sync = 0;
-                continue;
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "conductor_redis sync=0 (exact) is not "
+                                   "available yet: use sync=T (periodic)");
+                return NGX_CONF_ERROR;
             }
 
             rcf->sync = ngx_parse_time(&v, 0);

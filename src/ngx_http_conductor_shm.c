@@ -137,6 +137,10 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
     }
 
+    if (ngx_http_conductor_sync_init_zone(cmcf) != NGX_OK) {
+        goto nomem;
+    }
+
     return NGX_OK;
 
 nomem:

@@ -559,14 +559,16 @@ sub away_from_minute_edge {
 # gated => 1, until each is closed or has a 200 head (a stream the mock
 # holds until /__mock/release). path => (default /v1/chat/completions);
 # headers => extra header lines, a string or a sub of the request's index
-# (0 ..) returning one. Returns [{status, headers, body, sock}], in the
-# order sent; the sock of a held stream stays open (see drain).
+# (0 ..) returning one; port => a sub of the index giving the port (another
+# nginx). Returns [{status, headers, body, sock}], in the order sent; the
+# sock of a held stream stays open (see drain).
 sub burst {
     my ($n, $body, %opt) = @_;
     my $path = $opt{path} // '/v1/chat/completions';
     my @c;
-    for (1 .. $n) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ENVH{TEST_NGINX_PORT},
+    for my $i (0 .. $n - 1) {
+        my $port = $opt{port} ? $opt{port}->($i) : $ENVH{TEST_NGINX_PORT};
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                       Proto => 'tcp') or die "connect: $!";
         push @c, { sock => $s, buf => '', closed => 0 };
     }
