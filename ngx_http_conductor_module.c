@@ -97,6 +97,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       0,
       NULL },
 
+    { ngx_string("conductor_state_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_conductor_state_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_estimate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_conductor_estimate_conf,
@@ -304,17 +311,22 @@ ngx_http_conductor_init_process(ngx_cycle_t *cycle)
     }
 
     /* the fleet's hook is in place before the connection's first tick */
-    if (ngx_http_conductor_sync_init_process(cycle) != NGX_OK) {
+    if (ngx_http_conductor_sync_init_process(cycle) != NGX_OK
+        || ngx_http_conductor_redis_init_process(cycle) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    return ngx_http_conductor_redis_init_process(cycle);
+    return ngx_http_conductor_state_init_process(cycle);
 }
 
+
+/* a worker exits: the state file with the final totals, then its slot */
 
 static void
 ngx_http_conductor_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_conductor_state_exit_process(cycle);
     ngx_http_conductor_ledger_exit_process(cycle);
     ngx_http_conductor_redis_exit_process(cycle);
 }

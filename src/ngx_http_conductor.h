@@ -200,6 +200,8 @@ typedef struct {
     ngx_http_conductor_slot_t         slots[NGX_HTTP_CONDUCTOR_SLOTS];
     struct ngx_http_conductor_redis_sh_s  *redis;  /* NULL: not yet */
     uint64_t                          sync_next;  /* the fleet push lease */
+    uint64_t                          state_next;  /* epoch ms: the state
+                                                      file's next write */
 } ngx_http_conductor_shctx_t;
 
 
@@ -350,6 +352,11 @@ typedef struct {
     u_char                           *zone_file;   /* of conductor_zone */
     ngx_uint_t                        zone_line;
     struct ngx_http_conductor_redis_conf_s  *redis;  /* NULL: none */
+    ngx_str_t                         state_file;  /* conductor_state_file */
+    ngx_msec_t                        state_interval;
+#if (NGX_THREADS)
+    ngx_thread_pool_t                *state_pool;
+#endif
 } ngx_http_conductor_main_conf_t;
 
 
@@ -581,6 +588,8 @@ ngx_str_t *ngx_http_conductor_budget_period_name(ngx_uint_t period);
 ngx_int_t ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 void ngx_http_conductor_shm_lock(ngx_http_conductor_main_conf_t *cmcf);
 void ngx_http_conductor_shm_unlock(ngx_http_conductor_main_conf_t *cmcf);
+ngx_http_conductor_node_t *ngx_http_conductor_node_find(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_str_t *name);
 
 /* health */
 char *ngx_http_conductor_health_conf(ngx_conf_t *cf,
@@ -702,6 +711,14 @@ ngx_int_t ngx_http_conductor_add_variables(ngx_conf_t *cf);
 
 /* redact: a writer on every error log that keeps client keys out */
 ngx_int_t ngx_http_conductor_redact_init(ngx_conf_t *cf);
+
+/* state: the zone's counters across a restart */
+char *ngx_http_conductor_state_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_conductor_state_load(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_log_t *log);
+ngx_int_t ngx_http_conductor_state_init_process(ngx_cycle_t *cycle);
+void ngx_http_conductor_state_exit_process(ngx_cycle_t *cycle);
 
 
 /*

@@ -141,6 +141,11 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         goto nomem;
     }
 
+    if (ocmcf == NULL && !shm_zone->shm.exists) {
+        /* a new zone: the counters of the last run, where a file has them */
+        ngx_http_conductor_state_load(cmcf, shm_zone->shm.log);
+    }
+
     return NGX_OK;
 
 nomem:
@@ -162,6 +167,38 @@ nomem:
 
 static ngx_http_conductor_node_t *
 ngx_http_conductor_node_get(ngx_http_conductor_main_conf_t *cmcf,
+    ngx_str_t *name)
+{
+    ngx_http_conductor_node_t  *cn;
+
+    cn = ngx_http_conductor_node_find(cmcf, name);
+    if (cn) {
+        return cn;
+    }
+
+    cn = ngx_slab_calloc(cmcf->shpool,
+                         offsetof(ngx_http_conductor_node_t, name)
+                         + name->len);
+    if (cn == NULL) {
+        return NULL;
+    }
+
+    cn->node.key = ngx_crc32_short(name->data, name->len);
+    cn->remaining_requests = -1;
+    cn->remaining_tokens = -1;
+    cn->len = name->len;
+    ngx_memcpy(cn->name, name->data, name->len);
+
+    ngx_rbtree_insert(&cmcf->sh->rbtree, &cn->node);
+
+    return cn;
+}
+
+
+/* the node of that name, NULL when the zone has none */
+
+ngx_http_conductor_node_t *
+ngx_http_conductor_node_find(ngx_http_conductor_main_conf_t *cmcf,
     ngx_str_t *name)
 {
     uint32_t                    hash;
@@ -192,22 +229,7 @@ ngx_http_conductor_node_get(ngx_http_conductor_main_conf_t *cmcf,
         node = (rc < 0) ? node->left : node->right;
     }
 
-    cn = ngx_slab_calloc(cmcf->shpool,
-                         offsetof(ngx_http_conductor_node_t, name)
-                         + name->len);
-    if (cn == NULL) {
-        return NULL;
-    }
-
-    cn->node.key = hash;
-    cn->remaining_requests = -1;
-    cn->remaining_tokens = -1;
-    cn->len = name->len;
-    ngx_memcpy(cn->name, name->data, name->len);
-
-    ngx_rbtree_insert(&cmcf->sh->rbtree, &cn->node);
-
-    return cn;
+    return NULL;
 }
 
 
