@@ -5,11 +5,12 @@
  * itself; a restart starts from a new one, filled from the file.
  *
  * Writing: every interval one worker (a lease in the zone) copies the
- * persistent fields of every node under the zone lock into buffers of its
- * own, and a thread of nginx's pool formats them as JSON, writes
- * PATH.tmp.PID, fsyncs it and renames it over PATH, so that a reader sees
- * the old file or the new one, whole.  A worker that exits writes once more,
- * synchronously: the last one to exit has the final totals.
+ * persistent fields of the configuration's nodes into buffers of its own,
+ * a few hundred nodes per hold of the zone lock, and a thread of nginx's
+ * pool formats them as JSON, writes PATH.tmp.PID, fsyncs it and renames it
+ * over PATH, so that a reader sees the old file or the new one, whole.  A
+ * worker that exits writes once more, synchronously: the last one to exit
+ * has the final totals.
  *
  * Loading: when the zone is new, in the master, after every node of the
  * configuration exists.  The file is read and checked whole before anything
@@ -44,6 +45,9 @@
 
 /* a failure to write is logged again after this long at the earliest */
 #define NGX_HTTP_CONDUCTOR_STATE_QUIET     60000
+
+/* nodes copied in one hold of the zone lock: other workers wait less */
+#define NGX_HTTP_CONDUCTOR_STATE_CHUNK     256
 
 #define NGX_HTTP_CONDUCTOR_STATE_NTOKENS   5
 
@@ -113,16 +117,13 @@ typedef struct {
     u_char                           *tmp;       /* PATH.tmp.PID */
     u_char                           *dir;       /* fsynced after rename */
 
-    /* the snapshot, then the file: a thread owns them while busy */
+    /* the configuration's nodes, and their snapshot; then the file: a
+     * thread owns recs and out while busy */
+    ngx_http_conductor_node_t       **nodes;
     ngx_http_conductor_state_rec_t   *recs;
-    ngx_http_conductor_state_rec_t  **sorted;
     ngx_uint_t                        nrecs;
-    ngx_uint_t                        recs_max;
-    u_char                           *names;
-    size_t                            names_max;
     u_char                           *out;
     size_t                            out_len;
-    size_t                            out_max;
     uint64_t                          written;   /* epoch ms, snapshot */
 
     /* what the last write did */
@@ -130,6 +131,7 @@ typedef struct {
     u_char                           *failed_name;
     ngx_err_t                         err;
     uint64_t                          snapshot_us;
+    uint64_t                          locked_us; /* the longest lock hold */
     uint64_t                          format_us;
     uint64_t                          write_us;
     uint64_t                          logged;    /* last error, epoch ms */
@@ -170,8 +172,6 @@ static void ngx_http_conductor_state_restore(ngx_http_conductor_node_t *n,
 static void ngx_http_conductor_state_timer(ngx_event_t *ev);
 static ngx_int_t ngx_http_conductor_state_snapshot(
     ngx_http_conductor_state_t *st, ngx_uint_t lease);
-static ngx_int_t ngx_http_conductor_state_grow(ngx_http_conductor_state_t *st,
-    ngx_uint_t nrecs, size_t names);
 static void ngx_http_conductor_state_post(ngx_http_conductor_state_t *st);
 #if (NGX_THREADS)
 static void ngx_http_conductor_state_thread(void *data, ngx_log_t *log);
@@ -188,7 +188,6 @@ static void ngx_http_conductor_state_write(ngx_http_conductor_state_t *st);
 static void ngx_http_conductor_state_report(ngx_http_conductor_state_t *st,
     ngx_uint_t exiting);
 static uint64_t ngx_http_conductor_state_usec(void);
-static void ngx_http_conductor_state_free(ngx_http_conductor_state_t *st);
 
 
 /* the status report's names, so that the file reads like it */
@@ -335,7 +334,7 @@ ngx_http_conductor_state_load(ngx_http_conductor_main_conf_t *cmcf,
     u_char                           *buf, *names;
     size_t                            len, i, n;
     json_t                           *root, *nodes, *v;
-    uint64_t                          written;
+    uint64_t                          written, start;
     ngx_str_t                         name;
     ngx_uint_t                        restored, dropped;
     json_error_t                      jerr;
@@ -346,6 +345,8 @@ ngx_http_conductor_state_load(ngx_http_conductor_main_conf_t *cmcf,
     if (cmcf->state_file.len == 0 || ngx_test_config) {
         return;
     }
+
+    start = ngx_http_conductor_state_usec();
 
     if (ngx_http_conductor_state_read(cmcf, log, &buf, &len) != NGX_OK) {
         return;
@@ -445,9 +446,10 @@ ngx_http_conductor_state_load(ngx_http_conductor_main_conf_t *cmcf,
                   "conductor: state file \"%V\" of %uL s ago: the counters "
                   "of %ui nodes restored, %ui dropped (not in this "
                   "configuration), %ui times in the future clamped or "
-                  "dropped", &cmcf->state_file,
+                  "dropped; loaded in %uL ms", &cmcf->state_file,
                   (ld.now_ms > written) ? (ld.now_ms - written) / 1000 : 0,
-                  restored, dropped, ld.clamped);
+                  restored, dropped, ld.clamped,
+                  (ngx_http_conductor_state_usec() - start) / 1000);
 
 done:
 
@@ -1004,14 +1006,25 @@ ngx_http_conductor_state_restore(ngx_http_conductor_node_t *n,
 }
 
 
-/* a worker: its writer and timer */
+/*
+ * A worker: its writer, the list of the nodes it writes and its timer.
+ * The nodes are the configuration's, never found by walking the tree: the
+ * master inserts into it without the lock at a reload.  Names never
+ * change once a node exists: the records point to them in the zone.
+ */
 
 ngx_int_t
 ngx_http_conductor_state_init_process(ngx_cycle_t *cycle)
 {
-    size_t                           len;
-    ngx_http_conductor_state_t      *st;
-    ngx_http_conductor_main_conf_t  *cmcf;
+    size_t                            len, names;
+    ngx_uint_t                        i, j, d, n;
+    ngx_http_conductor_key_t         *key;
+    ngx_http_conductor_node_t       **nodes;
+    ngx_http_conductor_model_t      **m;
+    ngx_http_conductor_state_t       *st;
+    ngx_http_conductor_client_t     **c;
+    ngx_http_conductor_provider_t   **p;
+    ngx_http_conductor_main_conf_t   *cmcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -1032,6 +1045,79 @@ ngx_http_conductor_state_init_process(ngx_cycle_t *cycle)
     }
 
     st->cmcf = cmcf;
+
+    p = cmcf->providers.elts;
+    m = cmcf->models.elts;
+    c = cmcf->clients.elts;
+
+    n = 1 + cmcf->providers.nelts + cmcf->models.nelts
+        + NGX_HTTP_CONDUCTOR_NDIALECTS + cmcf->clients.nelts;
+
+    for (i = 0; i < cmcf->providers.nelts; i++) {
+        n += p[i]->keys.nelts;
+    }
+
+    nodes = ngx_palloc(cycle->pool, n * sizeof(ngx_http_conductor_node_t *));
+    if (nodes == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the gateway first, then in the order of the configuration */
+    n = 0;
+    nodes[n++] = &cmcf->sh->gateway;
+
+    for (i = 0; i < cmcf->providers.nelts; i++) {
+        nodes[n++] = p[i]->node;
+        key = p[i]->keys.elts;
+
+        for (j = 0; j < p[i]->keys.nelts; j++) {
+            nodes[n++] = key[j].node;
+        }
+    }
+
+    for (i = 0; i < cmcf->models.nelts; i++) {
+        nodes[n++] = m[i]->node;
+    }
+
+    for (d = 0; d < NGX_HTTP_CONDUCTOR_NDIALECTS; d++) {
+        nodes[n++] = cmcf->passthrough[d].node;
+    }
+
+    for (i = 0; i < cmcf->clients.nelts; i++) {
+        if (c[i]->node) {
+            nodes[n++] = c[i]->node;
+        }
+    }
+
+    st->nodes = nodes;
+    st->nrecs = n;
+
+    st->recs = ngx_palloc(cycle->pool,
+                          n * sizeof(ngx_http_conductor_state_rec_t));
+    if (st->recs == NULL) {
+        return NGX_ERROR;
+    }
+
+    names = 0;
+
+    for (i = 0; i < n; i++) {
+        st->recs[i].name = nodes[i]->name;
+        st->recs[i].len = nodes[i]->len;
+        names += nodes[i]->len;
+    }
+
+    st->recs[0].name = ngx_http_conductor_state_gateway.data;
+    st->recs[0].len = ngx_http_conductor_state_gateway.len;
+
+    /* every name byte may take six: \u00XX; pages never written to cost
+     * no memory */
+    st->out = ngx_palloc(cycle->pool,
+                         128 + n * NGX_HTTP_CONDUCTOR_STATE_NODE_LEN
+                         + (names + ngx_http_conductor_state_gateway.len)
+                           * 6);
+    if (st->out == NULL) {
+        return NGX_ERROR;
+    }
 
     len = cmcf->state_file.len + sizeof(".tmp.") + NGX_INT64_LEN;
 
@@ -1104,172 +1190,63 @@ ngx_http_conductor_state_timer(ngx_event_t *ev)
 
 
 /*
- * Under the zone lock, only a copy of the persistent fields and the names;
- * buffers too small for a tree that grew are made larger outside the lock
- * and the copy made again.  With lease, NGX_DECLINED when another worker
- * has written this interval.
+ * A copy of the persistent fields, a few hundred nodes at a time under the
+ * zone lock: each node is copied whole, and other workers wait for the lock
+ * no longer than a chunk takes.  With lease, NGX_DECLINED when another
+ * worker has written this interval.
  */
 
 static ngx_int_t
 ngx_http_conductor_state_snapshot(ngx_http_conductor_state_t *st,
     ngx_uint_t lease)
 {
-    size_t                           names;
-    uint64_t                         now_ms, start;
-    ngx_uint_t                       n, try;
+    uint64_t                         now_ms, start, locked;
+    ngx_uint_t                       i, last;
     ngx_msec_t                       interval;
-    ngx_rbtree_node_t               *node, *root, *sentinel;
-    ngx_http_conductor_node_t       *cn;
     ngx_http_conductor_shctx_t      *sh;
-    ngx_http_conductor_state_rec_t  *r;
 
     sh = st->cmcf->sh;
     interval = st->cmcf->state_interval;
     start = ngx_http_conductor_state_usec();
 
-    for (try = 0; try < 3; try++) {
+    st->locked_us = 0;
+
+    for (i = 0; i < st->nrecs; /* void */ ) {
 
         ngx_http_conductor_shm_lock(st->cmcf);
 
-        now_ms = ngx_http_conductor_now_ms();
+        locked = ngx_http_conductor_state_usec();
 
-        if (lease && now_ms < sh->state_next) {
-            ngx_http_conductor_shm_unlock(st->cmcf);
-            return NGX_DECLINED;
-        }
+        if (i == 0) {
+            now_ms = ngx_http_conductor_now_ms();
 
-        n = 0;
-        names = 0;
-
-        if (st->recs_max) {
-            r = &st->recs[n++];
-            ngx_http_conductor_state_save(r, &sh->gateway);
-            r->name = ngx_http_conductor_state_gateway.data;
-            r->len = ngx_http_conductor_state_gateway.len;
-        }
-
-        root = sh->rbtree.root;
-        sentinel = sh->rbtree.sentinel;
-
-        for (node = (root != sentinel) ? ngx_rbtree_min(root, sentinel)
-                                       : NULL;
-             node;
-             node = ngx_rbtree_next(&sh->rbtree, node))
-        {
-            cn = (ngx_http_conductor_node_t *) node;
-
-            if (n < st->recs_max && names + cn->len <= st->names_max) {
-                r = &st->recs[n];
-                ngx_http_conductor_state_save(r, cn);
-                r->name = st->names + names;
-                r->len = cn->len;
-                ngx_memcpy(r->name, cn->name, cn->len);
+            if (lease && now_ms < sh->state_next) {
+                ngx_http_conductor_shm_unlock(st->cmcf);
+                return NGX_DECLINED;
             }
 
-            n++;
-            names += cn->len;
-        }
-
-        if (n <= st->recs_max && names <= st->names_max && n) {
             if (lease) {
                 /* a little less than an interval: the writer's own next
                  * timer is past it even when timers drift */
                 sh->state_next = now_ms + interval - interval / 4;
             }
 
-            ngx_http_conductor_shm_unlock(st->cmcf);
-
-            st->nrecs = n;
             st->written = now_ms;
+        }
 
-            if (ngx_http_conductor_state_grow(st, n, names) != NGX_OK) {
-                return NGX_ERROR;
-            }
+        last = ngx_min(i + NGX_HTTP_CONDUCTOR_STATE_CHUNK, st->nrecs);
 
-            st->snapshot_us = ngx_http_conductor_state_usec() - start;
-
-            return NGX_OK;
+        for ( /* void */ ; i < last; i++) {
+            ngx_http_conductor_state_save(&st->recs[i], st->nodes[i]);
         }
 
         ngx_http_conductor_shm_unlock(st->cmcf);
 
-        /* the gateway's record and room for a few nodes more */
-        if (ngx_http_conductor_state_grow(st, n + n / 4 + 16,
-                                          names + names / 4 + 1024)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        locked = ngx_http_conductor_state_usec() - locked;
+        st->locked_us = ngx_max(st->locked_us, locked);
     }
 
-    return NGX_ERROR;
-}
-
-
-/* records for nrecs nodes, names bytes, and the file they make */
-
-static ngx_int_t
-ngx_http_conductor_state_grow(ngx_http_conductor_state_t *st,
-    ngx_uint_t nrecs, size_t names)
-{
-    u_char                           *p;
-    size_t                            out;
-    ngx_http_conductor_state_rec_t   *recs, **sorted;
-
-    if (nrecs > st->recs_max) {
-        recs = ngx_alloc(nrecs * sizeof(ngx_http_conductor_state_rec_t),
-                         ngx_cycle->log);
-        sorted = ngx_alloc(nrecs * sizeof(ngx_http_conductor_state_rec_t *),
-                           ngx_cycle->log);
-
-        if (recs == NULL || sorted == NULL) {
-            if (recs) {
-                ngx_free(recs);
-            }
-
-            return NGX_ERROR;
-        }
-
-        if (st->recs) {
-            ngx_free(st->recs);
-            ngx_free(st->sorted);
-        }
-
-        st->recs = recs;
-        st->sorted = sorted;
-        st->recs_max = nrecs;
-    }
-
-    if (names > st->names_max) {
-        p = ngx_alloc(names, ngx_cycle->log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (st->names) {
-            ngx_free(st->names);
-        }
-
-        st->names = p;
-        st->names_max = names;
-    }
-
-    /* every name byte may take six: \u00XX */
-    out = 128 + nrecs * NGX_HTTP_CONDUCTOR_STATE_NODE_LEN + names * 6;
-
-    if (out > st->out_max) {
-        p = ngx_alloc(out, ngx_cycle->log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (st->out) {
-            ngx_free(st->out);
-        }
-
-        st->out = p;
-        st->out_max = out;
-    }
+    st->snapshot_us = ngx_http_conductor_state_usec() - start;
 
     return NGX_OK;
 }
@@ -1340,7 +1317,7 @@ ngx_http_conductor_state_job(ngx_http_conductor_state_t *st)
 }
 
 
-/* one node a line, sorted by name, so that ops can read and diff it */
+/* one node a line, in the order of the configuration: ops read and diff it */
 
 static void
 ngx_http_conductor_state_format(ngx_http_conductor_state_t *st)
@@ -1348,19 +1325,12 @@ ngx_http_conductor_state_format(ngx_http_conductor_state_t *st)
     u_char      *p;
     ngx_uint_t   i;
 
-    for (i = 0; i < st->nrecs; i++) {
-        st->sorted[i] = &st->recs[i];
-    }
-
-    ngx_qsort(st->sorted, st->nrecs, sizeof(ngx_http_conductor_state_rec_t *),
-              ngx_http_conductor_state_cmp);
-
     p = ngx_sprintf(st->out, "{\"version\":%d,\"written\":%uL,\"pid\":%P,"
                     "\"nodes\":[\n", NGX_HTTP_CONDUCTOR_STATE_VERSION,
                     st->written, ngx_pid);
 
     for (i = 0; i < st->nrecs; i++) {
-        p = ngx_http_conductor_state_node(p, st->sorted[i]);
+        p = ngx_http_conductor_state_node(p, &st->recs[i]);
 
         if (i + 1 < st->nrecs) {
             *p++ = ',';
@@ -1607,11 +1577,13 @@ ngx_http_conductor_state_report(ngx_http_conductor_state_t *st,
     log = ngx_cycle->log;
 
     if (st->failed == NULL) {
-        ngx_log_debug6(NGX_LOG_DEBUG_HTTP, log, 0,
+        ngx_log_debug7(NGX_LOG_DEBUG_HTTP, log, 0,
                        "conductor: state file written: %ui nodes, "
-                       "%uz bytes; in the worker: snapshot %uL us; "
-                       "%s: format %uL us, write, fsync and rename %uL us",
+                       "%uz bytes; in the worker: snapshot %uL us (zone "
+                       "locked %uL us); %s: format %uL us, write, fsync "
+                       "and rename %uL us",
                        st->nrecs, st->out_len, st->snapshot_us,
+                       st->locked_us,
                        st->threaded ? "in a thread" : "in the worker",
                        st->format_us, st->write_us);
 
@@ -1683,24 +1655,5 @@ ngx_http_conductor_state_exit_process(ngx_cycle_t *cycle)
         ngx_http_conductor_state_job(st);
         ngx_http_conductor_state_report(st, 1);
     }
-
-    ngx_http_conductor_state_free(st);
 }
 
-
-static void
-ngx_http_conductor_state_free(ngx_http_conductor_state_t *st)
-{
-    if (st->recs) {
-        ngx_free(st->recs);
-        ngx_free(st->sorted);
-    }
-
-    if (st->names) {
-        ngx_free(st->names);
-    }
-
-    if (st->out) {
-        ngx_free(st->out);
-    }
-}
