@@ -59,7 +59,7 @@ HTTP
 
 sub start {
     my (%o) = @_;
-    start_nginx(main_config => $o{main} // '', http_config => http_conf(%o), config => $SERVER);
+    start_nginx(main_config => $o{main} // '', http_config => http_conf(%o), config => $o{server} // $SERVER);
 }
 
 sub fresh_dir {
@@ -412,6 +412,45 @@ subtest 'a file of another configuration: the names that match are kept' => sub 
     clean_stop('other configuration');
     my $file = state_file();
     ok !node($file, 'key:p/gone')->{name}, 'the dropped names are gone from the next file';
+};
+
+subtest "a client's totals, limit window and budgets survive a restart" => sub {
+    fresh_dir();
+    mock_clear();
+    my $secret = 'alice-client-secret-0123456789';
+    my %o = (
+        extra  => "conductor_client alice { key $secret; limit rpm=2; budget 1 per=day; budget 5 per=total; }",
+        server => <<"SERVER",
+    location /v1/ { conductor_auth on; conductor_route; include $env->{TEST_NGINX_CONF_DIR}/conductor_proxy.conf; }
+    location = /conductor/status { conductor_status; }
+SERVER
+    );
+    my $ask = sub { http_request(POST => '/v1/chat/completions', { Authorization => "Bearer $secret" },
+                                 '{"model":"m","messages":[]}') };
+    # not near the end of a minute: the client's rpm window must stay the current one
+    Time::HiRes::sleep(0.2) while time % 60 > ($VALGRIND ? 15 : 45);
+    start(%o);
+    is $ask->()->{status}, 200, "request $_ of the client" for 1 .. 2;
+    my ($before) = grep { $_->{name} eq 'alice' } @{ status()->{clients} || [] };
+    cmp_ok abs(($before->{budgets}{day}{spent_usd} // 0) - 0.0004), '<', 1e-12, 'its day budget spent 0.0004 USD';
+    clean_stop('first run');
+
+    my $file = slurp($FILE) // '';
+    like $file, qr/"name":"client:alice"/, 'the client has its node in the file';
+    unlike $file, qr/\Q$secret\E/, 'never its key';
+    like $file, qr/"spend":\{"day":\{"spent":"0\.000400000000","period":\d+\},"total":\{"spent":"0\.000400000000","period":0\}\}/,
+        'its budgets, spent per period';
+
+    start(%o);
+    my ($after) = grep { $_->{name} eq 'alice' } @{ status()->{clients} || [] };
+    is_deeply kept($after), kept($before), "the client's totals are back";
+    is_deeply [ map { $after->{budgets}{$_}{spent_usd} } qw(day total) ],
+              [ map { $before->{budgets}{$_}{spent_usd} } qw(day total) ], 'and what its budgets spent';
+    is $after->{limits}{rpm}{used}, 2, 'and its rpm window';
+    my $r = $ask->();
+    is $r->{status}, 429, 'its third request in the minute is refused';
+    is scalar(@{ mock_requests() }), 2, 'the provider got two requests in all';
+    clean_stop('second run');
 };
 
 subtest 'a directory the workers cannot write in: reported, nginx serves' => sub {
