@@ -12,6 +12,8 @@
 # refused by nginx -t.
 use lib 't/lib';
 use Test::Conductor;
+use Test::Redis ();
+use Test::Redis qw(redis_stop redis_cli port_accepts);
 use Test::More ();
 use IO::Socket::INET;
 use POSIX ();
@@ -30,79 +32,10 @@ system("rm -rf $dir && mkdir -p $dir/data") == 0 or die;
 
 # ---------------------------------------------------------------- redis
 
-my %redis;    # pid => port, every redis-server this file started
-
-sub port_free {
-    my ($port) = @_;
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
-        Proto => 'tcp', Listen => 1, ReuseAddr => 1) or return 0;
-    close $s;
-    return 1;
-}
-
-sub port_accepts {
-    my ($port) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-        Proto => 'tcp', Timeout => 1) or return 0;
-    close $s;
-    return 1;
-}
-
-# a free port well away from the harness's own
-sub free_port {
-    my $port = $env->{TEST_NGINX_DEAD_PORT} + 300 + int(rand(2000));
-    $port++ until $port < 32000 && port_free($port);
-    return $port;
-}
-
-# redis_start(port => P, args => [...]): a redis-server on 127.0.0.1 only,
-# nothing persisted; returns its pid once the port accepts
-sub redis_start {
-    my (%o) = @_;
-    my @argv = ($REDIS, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-        '--dir', "$dir/data", '--daemonize', 'no', '--logfile', '',
-        @{ $o{args} || [] });
-    push @argv, '--port', $o{port} unless grep { $_ eq '--tls-port' } @argv;
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$dir/redis-$o{port}.log" or POSIX::_exit(126);
-        open STDERR, '>&', \*STDOUT;
-        setpgrp(0, 0);
-        { no warnings "exec"; exec { $argv[0] } @argv; }
-        POSIX::_exit(127);
-    }
-    $redis{$pid} = $o{port};
-    my $deadline = Time::HiRes::time() + 10;
-    until (port_accepts($o{port})) {
-        die "redis-server did not start on $o{port}\n" . `tail -5 $dir/redis-$o{port}.log`
-            if Time::HiRes::time() > $deadline || waitpid($pid, POSIX::WNOHANG()) == $pid;
-        Time::HiRes::sleep(0.02);
-    }
-    return $pid;
-}
-
-sub redis_stop {
-    my ($pid, $signal) = @_;
-    return unless $pid && $redis{$pid};
-    kill 'CONT', $pid;
-    kill $signal // 'TERM', $pid;
-    waitpid $pid, 0;
-    delete $redis{$pid};
-}
-
-END { redis_stop($_, 'KILL') for keys %redis }
-
-# redis-cli's answer to one command
-sub cli {
-    my ($port, $auth, @cmd) = @_;
-    my @argv = ('redis-cli', '-h', '127.0.0.1', '-p', $port, @{ $auth || [] }, @cmd);
-    open my $fh, '-|', @argv or die "redis-cli: $!";
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return $out;
-}
+# Test::Redis starts and stops them; these name this file's own
+sub free_port { return Test::Redis::free_port($env->{TEST_NGINX_DEAD_PORT}) }
+sub redis_start { return Test::Redis::redis_start(dir => $dir, @_) }
+sub cli { return redis_cli(@_) }
 
 sub conductor_clients {
     my ($port, $auth) = @_;
@@ -591,12 +524,12 @@ server { listen 127.0.0.1:1; conductor_redis redis://127.0.0.1:6379; }
 --- error_log
 "conductor_redis" directive is not allowed here
 
-=== TEST 17: sync=0 and the defaults are accepted (nginx starts; status shows them)
+=== TEST 17: the defaults are accepted (nginx starts; status shows them)
 --- http_config
 conductor_zone conductor:1m;
 conductor_provider p { url http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1; key k1 s1; }
 upstream conductor_backend { conductor_balancer; }
-conductor_redis redis://127.0.0.1:$TEST_NGINX_DEAD_PORT sync=0;
+conductor_redis redis://127.0.0.1:$TEST_NGINX_DEAD_PORT;
 --- config
 location = /conductor/status { conductor_status; }
 --- request
@@ -604,7 +537,7 @@ GET /conductor/status
 --- error_code: 200
 --- checks
 my $r = $resp->{json}{redis};
-is $r->{sync_ms}, 0, 'sync=0';
+is $r->{sync_ms}, 100, 'sync defaults to 100ms';
 is $r->{timeout_ms}, 200, 'timeout defaults to 200ms';
 is $r->{db}, 0, 'db defaults to 0';
 is $r->{prefix}, 'conductor:', 'prefix defaults to conductor:';
