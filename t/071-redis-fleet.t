@@ -4,7 +4,8 @@
 # sync stays within the bound README states (nodes x limit); a 429 with
 # Retry-After on one node cools the key down on the other; Redis killed:
 # both nodes serve on their own counts without waiting; Redis restarted:
-# sharing resumes by itself.
+# sharing resumes by itself; a reload of one node and a node that joins
+# late keep the fleet's totals.
 use lib 't/lib';
 use Test::Conductor;
 use Test::Redis;
@@ -34,11 +35,15 @@ my $HTTP = <<"HTTP";
         price "bud;prompt_tokens=10;completion_tokens=10" input=1 output=1;
     }
     conductor_provider p5 { url http://127.0.0.1:$MOCK/v1; key k5 s5 rpm=4; }
+    conductor_provider p6 { url http://127.0.0.1:$MOCK/v1; key k6 s6 rpm=4; }
+    conductor_provider p7 { url http://127.0.0.1:$MOCK/v1; key k7 s7 rpm=4; }
     conductor_model m1 { p1 pm1; }
     conductor_model m2 { p2 pm2; }
     conductor_model m3 { p3 "pm3;status=429;retry_after=30"; }
     conductor_model m4 { p4 "bud;prompt_tokens=10;completion_tokens=10"; }
     conductor_model m5 { p5 pm5; }
+    conductor_model m6 { p6 pm6; }
+    conductor_model m7 { p7 pm7; }
     conductor_client team { key sk-team; budget 0.000105 per=day; }
     conductor_redis redis://127.0.0.1:$rport/0 sync=100ms timeout=200ms prefix=t071:;
     upstream conductor_backend { conductor_balancer keepalive=16; }
@@ -144,5 +149,29 @@ ok wait_for(sub { redis_state(0) eq 'ready' && redis_state(1) eq 'ready' }, time
 Time::HiRes::sleep(2 * $SETTLE);
 my $seen = redis_cli($rport, [], 'EXISTS', 't071:{key:p5/k5}:it');
 like $seen, qr/1/, 'the nodes pushed their state to the new Redis';
+
+# ---- a reload of one node keeps the fleet's totals
+away_from_minute_edge(45);
+@st = map { my $x = chat($_ % 2, 'm6')->{status}; Time::HiRes::sleep($SETTLE); $x } 0 .. 1;
+kill 'HUP', $b;
+ok wait_for(sub { my $e = `grep -c 'reconfiguring' $dir/b/logs/error.log`; $e > 0 }, timeout => 10,
+    what => 'node B to reload'), 'node B reloaded';
+Time::HiRes::sleep(2 * $SETTLE);
+push @st, map { my $x = chat($_ % 2, 'm6')->{status}; Time::HiRes::sleep($SETTLE); $x } 0 .. 3;
+is_deeply \@st, [ (200) x 4, (429) x 2 ], 'rpm=4 across a reload of node B: four, then 429';
+
+# ---- a node that joins late sees the fleet's totals at its first sync
+@st = map { my $x = chat(0, 'm7')->{status}; $x } 0 .. 2;
+my $cport = free_port($bport);
+my $c = node_start(dir => "$dir/c", port => $cport, module => $module, main => 'worker_processes 1;',
+                   http => $HTTP, server => $SERVER);
+push @port, $cport;
+ok wait_for(sub { redis_state(2) eq 'ready' }, timeout => 10, what => 'node C ready'), 'node C joined';
+Time::HiRes::sleep(2 * $SETTLE);
+push @st, chat(2, 'm7')->{status}, chat(2, 'm7')->{status};
+Time::HiRes::sleep($SETTLE);
+push @st, chat(0, 'm7')->{status};
+is_deeply \@st, [ (200) x 4, 429, 429 ], 'three on A, then C admits the fourth only, and A sees it';
+node_stop($c);
 
 done_testing();
