@@ -820,8 +820,12 @@ ngx_http_conductor_sync_apply(ngx_http_conductor_sync_push_t *ps,
     for (i = 0; i < ps->nbud; i++, k += 2) {
         p = ps->bud[i];
 
+        /* a node that has not served the client this period yet takes
+         * the fleet's spend as it is: its own would read as none */
         if (node->spend[p].period != ps->period[i]) {
-            continue;
+            node->spend[p].period = ps->period[i];
+            ngx_memzero(&node->spend[p].spent,
+                        sizeof(ngx_http_conductor_money_t));
         }
 
         v = (uint64_t) reply->element[k]->integer

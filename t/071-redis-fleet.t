@@ -45,6 +45,7 @@ my $HTTP = <<"HTTP";
     conductor_model m6 { p6 pm6; }
     conductor_model m7 { p7 pm7; }
     conductor_client team { key sk-team; budget 0.000105 per=day; }
+    conductor_client solo { key sk-solo; budget 0.000105 per=day; }
     conductor_redis redis://127.0.0.1:$rport/0 sync=100ms timeout=200ms prefix=t071:;
     upstream conductor_backend { conductor_balancer keepalive=16; }
 HTTP
@@ -106,6 +107,15 @@ for my $i (0 .. 9) {
 }
 is_deeply \@st, [ (200) x 5, (429) x 5 ], 'a budget of 105 micro-USD across two nodes: five answers';
 is upstream('s4'), 5, 'five reached the provider';
+
+# a node that never served the client sees what the other spent
+@st = ();
+for my $i (0 .. 5) {
+    push @st, chat($i < 5 ? 0 : 1, 'm4', body => $bb, path => '/team/v1/chat/completions',
+                   headers => { Authorization => 'Bearer sk-solo' })->{status};
+    Time::HiRes::sleep($SETTLE) if $i == 4;
+}
+is_deeply \@st, [ (200) x 5, 429 ], "five on node A spend it; node B's first request is refused";
 
 
 # ---- a burst faster than one sync: within nodes x limit
