@@ -200,6 +200,9 @@ typedef struct {
     ngx_http_conductor_slot_t         slots[NGX_HTTP_CONDUCTOR_SLOTS];
     struct ngx_http_conductor_redis_sh_s  *redis;  /* NULL: not yet */
     uint64_t                          sync_next;  /* the fleet push lease */
+    uint64_t                          sync_last;  /* epoch ms of the last
+                                                   * push answered */
+    uint64_t                          sync_errors;  /* pushes that failed */
     uint64_t                          state_next;  /* epoch ms: the state
                                                       file's next write */
 } ngx_http_conductor_shctx_t;

@@ -1902,6 +1902,23 @@ ngx_http_conductor_redis_status(json_t *obj)
         return NGX_ERROR;
     }
 
+    /* the fleet's pushes (sync.c): the last one answered, the failed */
+    if (json_object_set_new(redis, "last_sync_age_ms",
+                            cmcf->sh && cmcf->sh->sync_last
+                            ? json_integer((json_int_t)
+                                           (now - ngx_min(now,
+                                                  cmcf->sh->sync_last)))
+                            : json_null())
+           != 0
+        || json_object_set_new(redis, "sync_errors",
+                               json_integer((json_int_t)
+                                   (cmcf->sh ? cmcf->sh->sync_errors : 0)))
+           != 0)
+    {
+        json_decref(redis);
+        return NGX_ERROR;
+    }
+
     if (json_object_set_new(obj, "redis", redis) != 0) {
         return NGX_ERROR;
     }

@@ -160,6 +160,8 @@ static json_t *ngx_http_conductor_status_json_budgets(
 
 static ngx_int_t ngx_http_conductor_status_prometheus(
     ngx_http_conductor_status_t *st, ngx_http_conductor_status_out_t *out);
+static ngx_int_t ngx_http_conductor_status_prometheus_redis(
+    ngx_http_conductor_status_out_t *out);
 static ngx_int_t ngx_http_conductor_status_sample(
     ngx_http_conductor_status_out_t *out, const char *scope,
     ngx_http_conductor_status_family_t *fam,
@@ -1317,6 +1319,86 @@ ngx_http_conductor_status_prometheus(ngx_http_conductor_status_t *st,
             }
         }
     }
+
+    return ngx_http_conductor_status_prometheus_redis(out);
+}
+
+
+/*
+ * The fleet store's connection and pushes, from the same numbers as the
+ * JSON's "redis" object; nothing without conductor_redis.
+ */
+
+static ngx_int_t
+ngx_http_conductor_status_prometheus_redis(
+    ngx_http_conductor_status_out_t *out)
+{
+    u_char      *p;
+    json_t      *root, *r, *v;
+    ngx_uint_t   i;
+
+    static const char  *counters[][3] = {
+        { "commands_total", "commands", "commands sent to Redis" },
+        { "errors_total", "errors", "timeouts, connection errors and error "
+                                    "replies" },
+        { "reconnects_total", "reconnects", "connection attempts after a "
+                                            "worker's first" },
+        { "sync_errors_total", "sync_errors", "fleet pushes that failed "
+                                              "(their deltas kept)" },
+    };
+
+    root = json_object();
+    if (root == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_conductor_redis_status(root) != NGX_OK) {
+        json_decref(root);
+        return NGX_ERROR;
+    }
+
+    r = json_object_get(root, "redis");
+
+    if (r == NULL) {
+        json_decref(root);
+        return NGX_OK;
+    }
+
+    p = ngx_http_conductor_status_room(out,
+                                       20 * NGX_HTTP_CONDUCTOR_STATUS_LINE);
+    if (p == NULL) {
+        json_decref(root);
+        return NGX_ERROR;
+    }
+
+    v = json_object_get(r, "state");
+    p = ngx_sprintf(p, "# HELP conductor_redis_up 1 when every worker's "
+                       "connection to Redis is ready\n"
+                       "# TYPE conductor_redis_up gauge\n"
+                       "conductor_redis_up %d\n",
+                    (v && ngx_strcmp(json_string_value(v), "ready") == 0));
+
+    for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        v = json_object_get(r, counters[i][1]);
+        p = ngx_sprintf(p, "# HELP conductor_redis_%s %s\n"
+                           "# TYPE conductor_redis_%s counter\n"
+                           "conductor_redis_%s %L\n",
+                        counters[i][0], counters[i][2], counters[i][0],
+                        counters[i][0],
+                        (int64_t) (v ? json_integer_value(v) : 0));
+    }
+
+    v = json_object_get(r, "last_sync_age_ms");
+    p = ngx_sprintf(p, "# HELP conductor_redis_last_sync_age_seconds since "
+                       "the fleet's last push was answered (-1: never)\n"
+                       "# TYPE conductor_redis_last_sync_age_seconds gauge\n"
+                       "conductor_redis_last_sync_age_seconds %.3f\n",
+                    v && json_is_integer(v)
+                    ? (double) json_integer_value(v) / 1000 : -1.0);
+
+    out->buf->last = p;
+
+    json_decref(root);
 
     return NGX_OK;
 }

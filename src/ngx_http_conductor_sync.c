@@ -841,6 +841,7 @@ ngx_http_conductor_sync_apply(ngx_http_conductor_sync_push_t *ps,
     }
 
     s->synced = ngx_http_conductor_now_ms();
+    cmcf->sh->sync_last = s->synced;
 
     ngx_http_conductor_shm_unlock(cmcf);
 }
@@ -860,6 +861,8 @@ ngx_http_conductor_sync_restore(ngx_http_conductor_sync_push_t *ps)
     s = ps->item->node->sync;
 
     ngx_http_conductor_shm_lock(cmcf);
+
+    cmcf->sh->sync_errors++;
 
     for (i = 0; i < ps->nwin; i++) {
         /* as deltas only: the node's own share never left */

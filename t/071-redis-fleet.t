@@ -86,6 +86,13 @@ sub redis_state {
 
 ok wait_for(sub { redis_state(0) eq 'ready' && redis_state(1) eq 'ready' }, timeout => 10,
     what => 'both nodes ready'), 'both nodes are connected';
+my $rs = status_wait(sub { defined(($_->{redis} || {})->{last_sync_age_ms}) }, what => 'a first push');
+cmp_ok $rs->{redis}{last_sync_age_ms}, '<', 1000, 'status: the last push was answered moments ago';
+is $rs->{redis}{sync_errors}, 0, 'status: no push failed';
+my $prom = http_request('GET', '/conductor/status?format=prometheus', {}, undef, await_log => 0)->{body};
+like $prom, qr/^conductor_redis_up 1$/m, 'Prometheus: conductor_redis_up 1';
+like $prom, qr/^conductor_redis_last_sync_age_seconds 0\.\d{3}$/m, 'Prometheus: the last sync age';
+like $prom, qr/^# TYPE conductor_redis_sync_errors_total counter$/m, 'Prometheus: sync errors';
 
 # ---- sequential requests alternating the nodes: the rpm holds exactly
 away_from_minute_edge(45);
@@ -151,6 +158,8 @@ for my $i (0 .. 5) {
 is $slow, 0, 'with Redis gone every request is answered at once';
 ok wait_for(sub { redis_state(0) ne 'ready' && redis_state(1) ne 'ready' }, timeout => 5,
     what => 'both nodes to see Redis down'), 'both nodes see it down';
+$prom = http_request('GET', '/conductor/status?format=prometheus', {}, undef, await_log => 0)->{body};
+like $prom, qr/^conductor_redis_up 0$/m, 'Prometheus: conductor_redis_up 0';
 
 # ---- Redis back, empty: sharing resumes
 $redis = redis_start(dir => $dir, port => $rport);
