@@ -228,6 +228,8 @@ typedef struct {
     ngx_uint_t                        max_inflight;
     ngx_http_conductor_provider_t    *provider;
     ngx_http_conductor_node_t        *node;
+    ngx_str_t                         fleet;     /* its Redis name, per
+                                                    worker; empty: none */
 } ngx_http_conductor_key_t;
 
 
@@ -291,6 +293,7 @@ typedef struct {
     ngx_uint_t                        budgets;   /* bit per period */
     ngx_uint_t                        nkeys;
     ngx_http_conductor_node_t        *node;
+    ngx_str_t                         fleet;     /* as a key's */
     u_char                           *file;
     ngx_uint_t                        line;
 
@@ -487,6 +490,9 @@ typedef struct {
     ngx_event_t                       queue_ev;
     ngx_msec_t                        queue_deadline;
     ngx_uint_t                        peer_gets; /* balancer calls */
+    struct ngx_http_conductor_exact_s  *exact;   /* sync=0: the wait */
+    uint64_t                          key_rid;   /* held in Redis, 0: no */
+    uint64_t                          client_rid;
     ngx_http_conductor_balancer_conf_t  *bcf;
 
     ngx_int_t                         status;    /* of the precontent phase */
@@ -517,6 +523,9 @@ typedef struct {
     unsigned                          client_slot:1;  /* in the slot too */
     unsigned                          budget_held:1;  /* by others' */
     unsigned                          routed:1;  /* the handler ran */
+    unsigned                          exact_done:1;    /* sync=0: settled */
+    unsigned                          exact_client:1;  /* asked Redis */
+    unsigned                          exact_refused:1; /* a key, by Redis */
 } ngx_http_conductor_ctx_t;
 
 
@@ -639,6 +648,8 @@ void ngx_http_conductor_ledger_hints(ngx_http_request_t *r,
     ngx_http_conductor_outcome_t *o);
 void ngx_http_conductor_ledger_fail(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o);
+void ngx_http_conductor_ledger_unpick(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_uint_t client);
 void ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o,
     ngx_int_t err);
@@ -661,6 +672,13 @@ void ngx_http_conductor_sync_window(ngx_http_conductor_node_t *node,
     ngx_uint_t i, time_t when, int64_t n);
 void ngx_http_conductor_sync_spend(ngx_http_conductor_node_t *node,
     ngx_uint_t p, uint64_t period, ngx_http_conductor_money_t cost);
+
+/* sync=0: every reservation settled in Redis (NGX_DONE: it waits) */
+ngx_int_t ngx_http_conductor_exact_reserve(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+void ngx_http_conductor_exact_force(ngx_http_conductor_ctx_t *ctx);
+void ngx_http_conductor_exact_give_back(ngx_http_conductor_ctx_t *ctx,
+    uint64_t used, ngx_uint_t all);
 
 /* the fleet's in flight beside a node's own */
 #define ngx_http_conductor_inflight(node)                                     \
@@ -818,6 +836,7 @@ ngx_int_t ngx_http_conductor_redis_command(ngx_uint_t argc,
     ngx_http_conductor_redis_cmd_t **cmd);
 void ngx_http_conductor_redis_cancel(ngx_http_conductor_redis_cmd_t *cmd);
 ngx_uint_t ngx_http_conductor_redis_state(void);
+ngx_uint_t ngx_http_conductor_redis_generation(void);
 ngx_int_t ngx_http_conductor_redis_status(struct json_t *obj);
 
 

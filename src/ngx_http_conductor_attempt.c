@@ -64,7 +64,15 @@ ngx_http_conductor_attempt(ngx_http_request_t *r,
                    "conductor: attempt %ui with key \"%V\"",
                    ctx->attempts, &cand->key->name);
 
-    return ngx_http_conductor_set_candidate(r, ctx, cand);
+    if (ngx_http_conductor_set_candidate(r, ctx, cand) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* sync=0: a retry is counted in Redis (the first attempt waits for
+     * its check: ngx_http_conductor_exact_reserve) */
+    ngx_http_conductor_exact_force(ctx);
+
+    return NGX_OK;
 }
 
 

@@ -861,6 +861,95 @@ ngx_http_conductor_ledger_fail(ngx_http_request_t *r,
     ngx_http_conductor_ledger_settle(cmcf, ctx, ctx->cand, o, now_ms);
 
     ngx_http_conductor_shm_unlock(cmcf);
+
+    /* sync=0: what the attempt holds in Redis goes back too */
+    ngx_http_conductor_exact_give_back(ctx, 0, 0);
+}
+
+
+/*
+ * sync=0: the fleet refused what the node's own counts let through.  The
+ * attempt's hold on its key is undone as if it had never been taken (its
+ * request and tokens out of the windows, not counted as an error: the
+ * candidate stays tried), and with client, the client's hold as well.
+ */
+
+void
+ngx_http_conductor_ledger_unpick(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx, ngx_uint_t client)
+{
+    ngx_uint_t                       i, p;
+    ngx_http_conductor_node_t       *node;
+    ngx_http_conductor_client_t     *cl;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+
+    ngx_http_conductor_shm_lock(cmcf);
+
+    if (ctx->held) {
+        node = ctx->held->key->node;
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+
+            if (ctx->held->key->limit[i] == 0
+                && i != NGX_HTTP_CONDUCTOR_RPM)
+            {
+                continue;
+            }
+
+            ngx_http_conductor_window_sub(&node->win[i],
+                                          ngx_http_conductor_periods[i],
+                                          ngx_time(), ctx->reserved_at, 1);
+            ngx_http_conductor_sync_window(node, i, ctx->reserved_at, -1);
+        }
+
+        node->requests -= ngx_min(node->requests, 1);
+        ctx->attempts -= ngx_min(ctx->attempts, 1);
+
+        ngx_http_conductor_ledger_release(ctx);
+        ngx_http_conductor_ledger_refund(ctx, 0);
+    }
+
+    if (client && ctx->client && ctx->client_held) {
+        cl = ctx->client;
+        node = cl->node;
+
+        ctx->client_held = 0;
+        node->inflight -= ngx_min(node->inflight, 1);
+
+        if (ctx->client_slot && node->held[ngx_http_conductor_slot]) {
+            node->held[ngx_http_conductor_slot]--;
+            ctx->client_slot = 0;
+        }
+
+        for (i = 0; i < NGX_HTTP_CONDUCTOR_NLIMITS; i += 2) {
+
+            if (cl->limit[i] == 0 && i != NGX_HTTP_CONDUCTOR_RPM) {
+                continue;
+            }
+
+            ngx_http_conductor_window_sub(&node->win[i],
+                                          ngx_http_conductor_periods[i],
+                                          ngx_time(),
+                                          ctx->client_reserved_at, 1);
+            ngx_http_conductor_sync_window(node, i, ctx->client_reserved_at,
+                                           -1);
+        }
+
+        ngx_http_conductor_ledger_reconcile(node, cl->limit, ctx->estimate,
+                                            ctx->client_reserved_at, 0);
+
+        for (p = 0; p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+            node->spend[p].reserved = ngx_http_conductor_money_sub(
+                                          node->spend[p].reserved,
+                                          ctx->cost_reserved[p]);
+            ngx_memzero(&ctx->cost_reserved[p],
+                        sizeof(ngx_http_conductor_money_t));
+        }
+    }
+
+    ngx_http_conductor_shm_unlock(cmcf);
 }
 
 
@@ -1059,6 +1148,9 @@ ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
     }
 
     ngx_http_conductor_shm_unlock(cmcf);
+
+    /* sync=0: the request's holds in Redis, reconciled there */
+    ngx_http_conductor_exact_give_back(ctx, used, 1);
 }
 
 

@@ -100,6 +100,20 @@ done:
 
     ngx_http_conductor_dequeue(r, ctx);
 
+    if (rc == NGX_OK) {
+        /* sync=0: the fleet settles it; its answer runs the phases on */
+        rc = ngx_http_conductor_exact_reserve(r, ctx);
+
+        if (rc == NGX_DONE) {
+            return;
+        }
+
+        if (rc != NGX_OK && rc != NGX_ERROR) {
+            ctx->status = rc;
+            goto run;
+        }
+    }
+
     if (rc == NGX_DECLINED) {
         ctx->status = ngx_http_conductor_refuse(ctx);
 
@@ -109,6 +123,8 @@ done:
     } else {
         ctx->status = NGX_DECLINED;
     }
+
+run:
 
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;

@@ -232,14 +232,10 @@ ngx_http_conductor_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_http_conductor_redis_param(&value[i], "sync", &v) == NGX_OK) {
-            /* sync=0 (every reservation settled in Redis as it is made)
-             * is the contract's, but not built yet: refused rather than
-             * quietly periodic */
+            /* sync=0: every reservation settled in Redis as it is made */
             if (v.len == 1 && v.data[0] == '0') {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "conductor_redis sync=0 (exact) is not "
-                                   "available yet: use sync=T (periodic)");
-                return NGX_CONF_ERROR;
+                rcf->sync = 0;
+                continue;
             }
 
             rcf->sync = ngx_parse_time(&v, 0);
@@ -1383,6 +1379,16 @@ ngx_http_conductor_redis_cancel(ngx_http_conductor_redis_cmd_t *cmd)
 {
     cmd->handler = NULL;
     cmd->data = NULL;
+}
+
+
+/* changes with every connection: what a script load was sent on */
+
+ngx_uint_t
+ngx_http_conductor_redis_generation(void)
+{
+    return ngx_http_conductor_redis ? ngx_http_conductor_redis->generation
+                                    : 0;
 }
 
 

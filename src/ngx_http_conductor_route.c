@@ -160,7 +160,8 @@ ngx_http_conductor_body_handler(ngx_http_request_t *r)
     r->preserve_body = 1;
 
     if (ctx->status == NGX_DONE) {
-        /* queued: the queue's timer runs the phases on */
+        /* queued, or waiting for Redis (sync=0): the queue's timer or the
+         * answer runs the phases on */
         return;
     }
 
@@ -261,7 +262,14 @@ ngx_http_conductor_route_body(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return NGX_DECLINED;
+    /* sync=0: the fleet settles the reservation; NGX_DONE: it waits */
+    rc = ngx_http_conductor_exact_reserve(r, ctx);
+
+    if (rc == NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return (rc == NGX_ERROR) ? NGX_HTTP_INTERNAL_SERVER_ERROR : rc;
 }
 
 

@@ -11,8 +11,17 @@
  * totals back, which become the node's view.  A pick then counts the
  * fleet's totals of the last sync plus what this node did since.
  *
- * (sync=0, every reservation settled in Redis as it is made, is not built
- * yet: the configuration refuses it.)
+ * sync=0 (exact): a request's first attempt waits (asynchronously: the
+ * worker goes on) for Redis to check and reserve every window, in flight
+ * and budget of its key and of its client, each in one script call that
+ * checks all and reserves all or nothing; both calls go out in one write.
+ * A refusal gives back what the other call reserved and tries another key
+ * (or answers 429).  A retry (the balancer cannot wait) is counted in
+ * Redis unchecked.  Every reservation has an id: its give-back (a failed
+ * attempt, the LOG phase) undoes exactly what it reserved, once, whatever
+ * order Redis sees them in; one that cannot be sent is sent again later.
+ * The periodic push then only refreshes the node ("touch") and pulls the
+ * fleet's totals for the view.
  *
  * Redis down, slow or hung: the connection fails every command within
  * timeout=, and the ledger goes on with the node's own counts (or refuses,
@@ -45,6 +54,7 @@ typedef struct {
     ngx_uint_t                        max_inflight;
     ngx_http_conductor_client_t      *client;    /* budgets, or NULL */
     ngx_str_t                         base;      /* prefix{node name} */
+    ngx_str_t                        *fleet;     /* the key's, client's */
 } ngx_http_conductor_sync_item_t;
 
 
@@ -63,6 +73,48 @@ typedef struct {
 } ngx_http_conductor_sync_push_t;
 
 
+/* sync=0: the answers a request waits for, its key's and its client's */
+#define NGX_HTTP_CONDUCTOR_EXACT_KEY     0
+#define NGX_HTTP_CONDUCTOR_EXACT_CLIENT  1
+
+#define NGX_HTTP_CONDUCTOR_EXACT_NONE    0   /* not asked */
+#define NGX_HTTP_CONDUCTOR_EXACT_WAIT    1
+#define NGX_HTTP_CONDUCTOR_EXACT_YES     2   /* reserved */
+#define NGX_HTTP_CONDUCTOR_EXACT_NO      3   /* refused: why, idx */
+#define NGX_HTTP_CONDUCTOR_EXACT_FAIL    4   /* no answer */
+
+typedef struct ngx_http_conductor_exact_s  ngx_http_conductor_exact_t;
+
+typedef struct {
+    ngx_http_conductor_exact_t       *exact;
+    ngx_http_conductor_redis_cmd_t   *cmd;       /* NULL: not pending */
+    ngx_uint_t                        answer;
+    ngx_uint_t                        idx;       /* of the window, budget */
+    u_char                            why;       /* w i s h g */
+} ngx_http_conductor_exact_call_t;
+
+struct ngx_http_conductor_exact_s {
+    ngx_http_request_t               *request;
+    ngx_http_conductor_exact_call_t   call[2];
+    ngx_uint_t                        waiting;
+};
+
+
+/* a give-back, kept (worker memory) until Redis has answered it */
+typedef struct {
+    ngx_queue_t                       queue;
+    ngx_str_t                         base;
+    uint64_t                          rid;
+    time_t                            now;
+    uint64_t                          used;
+    ngx_uint_t                        nbud;
+    ngx_uint_t                        bud[NGX_HTTP_CONDUCTOR_NPERIODS];
+    uint64_t                          period[NGX_HTTP_CONDUCTOR_NPERIODS];
+    int64_t                           cost[NGX_HTTP_CONDUCTOR_NPERIODS];
+    time_t                            ttl[NGX_HTTP_CONDUCTOR_NPERIODS];
+} ngx_http_conductor_exact_back_t;
+
+
 static ngx_int_t ngx_http_conductor_sync_node(
     ngx_http_conductor_main_conf_t *cmcf, ngx_http_conductor_node_t *node);
 static void ngx_http_conductor_sync_tick(
@@ -78,7 +130,29 @@ static void ngx_http_conductor_sync_apply(
 static void ngx_http_conductor_sync_restore(
     ngx_http_conductor_sync_push_t *ps);
 static ngx_int_t ngx_http_conductor_sync_send(ngx_uint_t argc,
-    const char **argv, size_t *argvlen, void *data);
+    const char **argv, size_t *argvlen,
+    ngx_http_conductor_redis_handler_pt handler, void *data,
+    ngx_http_conductor_redis_cmd_t **cmd);
+static ngx_msec_t ngx_http_conductor_sync_stale(
+    ngx_http_conductor_main_conf_t *cmcf);
+static ngx_uint_t ngx_http_conductor_exact_on(ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
+    ngx_uint_t which, ngx_uint_t force,
+    ngx_http_conductor_exact_call_t *call);
+static void ngx_http_conductor_exact_reply(void *data, redisReply *reply);
+static void ngx_http_conductor_exact_resume(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_exact_decide(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_exact_cleanup(void *data);
+static ngx_http_conductor_exact_back_t *ngx_http_conductor_exact_back_new(
+    ngx_str_t *base, uint64_t rid, uint64_t used);
+static void ngx_http_conductor_exact_back_send(
+    ngx_http_conductor_exact_back_t *bk);
+static void ngx_http_conductor_exact_backed(void *data, redisReply *reply);
+static void ngx_http_conductor_exact_later(
+    ngx_http_conductor_exact_back_t *bk);
+static void ngx_http_conductor_exact_flush(void);
 static void ngx_http_conductor_sync_delta(ngx_http_conductor_sync_win_t *sw,
     time_t period, time_t bucket, int64_t n);
 static ngx_uint_t ngx_http_conductor_sync_nodeid(ngx_str_t *id);
@@ -155,7 +229,7 @@ static const char  ngx_http_conductor_sync_script[] =
     "  local d = tonumber(ARGV[a + 3])\n"
     "  if not known then d = tonumber(ARGV[a + 4]) end\n"
     "  local ttl, rk = tonumber(ARGV[a + 5]), b .. ':r' .. idx\n"
-    "  redis.call('HSET', rk, id, ARGV[a + 6])\n"
+    "  if ARGV[4] == 'set' then redis.call('HSET', rk, id, ARGV[a + 6]) end\n"
     "  redis.call('PEXPIRE', rk, stale * 4)\n"
     "  a = a + 6\n"
     "  local sk = b .. ':s' .. idx .. ':' .. pid\n"
@@ -172,9 +246,173 @@ static const char  ngx_http_conductor_sync_script[] =
     "return out\n";
 
 
-/* the SHA1 the script is called by, in hex */
+/*
+ * sync=0's reservation of a key or client.  KEYS[1]: its base name.
+ * ARGV: node id, reservation id, now (ms), stale (ms), now (s), force
+ * ("1": count, do not check), max_inflight (0: none), then the windows (n,
+ * and idx, period, limit, amount each: the estimate is the ledger's,
+ * prev * (period - elapsed) / period + cur, rounded down, and an amount is
+ * checked capped at the limit), then the budgets (n, and idx, period id,
+ * budget, need each, nano-USD).  All or nothing: {1}, or {0, why, idx}
+ * (w: a window, i: in flight, s: spent, h: held by requests in flight,
+ * gone: given back already).  What it reserved is kept under the id for
+ * the give-back.
+ */
+static const char  ngx_http_conductor_exact_script[] =
+    "local b, id, rid = KEYS[1], ARGV[1], ARGV[2]\n"
+    "local now, stale, t = tonumber(ARGV[3]), tonumber(ARGV[4]),"
+    " tonumber(ARGV[5])\n"
+    "local force, maxi = ARGV[6] == '1', tonumber(ARGV[7])\n"
+    "local hk, ht = b .. ':if', b .. ':it'\n"
+    "local q = b .. ':q:' .. id .. ':' .. rid\n"
+    "if redis.call('EXISTS', q) == 1 then return {0, 'gone', 0} end\n"
+    "local w, bud, live, a = {}, {}, {}, 9\n"
+    "for i = 1, tonumber(ARGV[8]) do\n"
+    "  local idx, per = ARGV[a], tonumber(ARGV[a + 1])\n"
+    "  local lim, n = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
+    "  a = a + 4\n"
+    "  local st = t - t % per\n"
+    "  local k0 = b .. ':w' .. idx .. ':' .. st\n"
+    "  w[i] = {k0, n, st, per, idx}\n"
+    "  if not force and lim > 0 then\n"
+    "    local cur = tonumber(redis.call('GET', k0) or '0')\n"
+    "    local prev = tonumber(redis.call('GET', b .. ':w' .. idx .. ':'"
+    " .. (st - per)) or '0')\n"
+    "    local k = per - (t - st)\n"
+    "    local est = math.floor(prev / per) * k"
+    " + math.floor((prev % per) * k / per) + cur\n"
+    "    if est + math.min(n, lim) > lim then"
+    " return {0, 'w', tonumber(idx)} end\n"
+    "  end\n"
+    "end\n"
+    "local tt = redis.call('HGETALL', ht)\n"
+    "for i = 1, #tt, 2 do\n"
+    "  if tt[i] ~= id and tonumber(tt[i + 1]) >= now - stale then"
+    " live[#live + 1] = tt[i] end\n"
+    "end\n"
+    "live[#live + 1] = id\n"
+    "local function sum(k)\n"
+    "  local s = 0\n"
+    "  for _, n in ipairs(live) do"
+    " s = s + tonumber(redis.call('HGET', k, n) or '0') end\n"
+    "  return s\n"
+    "end\n"
+    "if not force and maxi > 0 and sum(hk) + 1 > maxi then"
+    " return {0, 'i', 0} end\n"
+    "for i = 1, tonumber(ARGV[a]) do\n"
+    "  local idx, pid = ARGV[a + 1], ARGV[a + 2]\n"
+    "  local lim, need = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])\n"
+    "  a = a + 4\n"
+    "  local rk = b .. ':r' .. idx\n"
+    "  bud[i] = {rk, need, idx}\n"
+    "  if not force then\n"
+    "    local sp = tonumber(redis.call('GET', b .. ':s' .. idx .. ':' .. pid)"
+    " or '0')\n"
+    "    if sp + need > lim then return {0, 's', tonumber(idx)} end\n"
+    "    if sp + sum(rk) + need > lim then return {0, 'h', tonumber(idx)}"
+    " end\n"
+    "  end\n"
+    "end\n"
+    "local rec = {'i', 1}\n"
+    "for _, x in ipairs(w) do\n"
+    "  redis.call('INCRBY', x[1], x[2])"
+    " redis.call('EXPIRE', x[1], x[4] * 2 + 60)\n"
+    "  if tonumber(x[5]) % 2 == 1 then\n"
+    "    rec[#rec + 1] = 'w' .. x[5]"
+    " rec[#rec + 1] = x[3] .. ' ' .. x[4] .. ' ' .. x[2]\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HINCRBY', hk, id, 1)\n"
+    "redis.call('HSET', ht, id, now)\n"
+    "redis.call('PEXPIRE', hk, stale * 4)\n"
+    "redis.call('PEXPIRE', ht, stale * 4)\n"
+    "for _, x in ipairs(bud) do\n"
+    "  redis.call('HINCRBY', x[1], id, x[2])"
+    " redis.call('PEXPIRE', x[1], stale * 4)\n"
+    "  rec[#rec + 1] = 'r' .. x[3] rec[#rec + 1] = x[2]\n"
+    "end\n"
+    "redis.call('HSET', q, unpack(rec))\n"
+    "redis.call('PEXPIRE', q, 86400000)\n"
+    "return {1}\n";
+
+
+/*
+ * The give-back of a reservation.  KEYS[1]: the base name.  ARGV: node id,
+ * reservation id, now (s), tokens used, then the spend (n, and idx, period
+ * id, cost in nano-USD, ttl each).  Undoes what the id reserved (in
+ * flight, budget holds; token windows get what was used in place of the
+ * estimate), never below 0, and adds the cost to the spend; then leaves a
+ * mark, so that a reservation that comes later (another connection) or a
+ * give-back sent again does nothing.
+ */
+static const char  ngx_http_conductor_back_script[] =
+    "local b, id = KEYS[1], ARGV[1]\n"
+    "local q = b .. ':q:' .. id .. ':' .. ARGV[2]\n"
+    "local t, used = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local ty = redis.call('TYPE', q).ok\n"
+    "if ty == 'string' then return 0 end\n"
+    "local function dec(k, f, n)\n"
+    "  local v = tonumber(redis.call('HGET', k, f) or '0')\n"
+    "  n = math.min(n, v)\n"
+    "  if n > 0 then redis.call('HINCRBY', k, f, -n) end\n"
+    "end\n"
+    "if ty == 'hash' then\n"
+    "  local rec = redis.call('HGETALL', q)\n"
+    "  for i = 1, #rec, 2 do\n"
+    "    local f, v = rec[i], rec[i + 1]\n"
+    "    local c = f:sub(1, 1)\n"
+    "    if f == 'i' then dec(b .. ':if', id, 1)\n"
+    "    elseif c == 'r' then dec(b .. ':' .. f, id, tonumber(v))\n"
+    "    elseif c == 'w' then\n"
+    "      local st, per, n = v:match('(%d+) (%d+) (%d+)')\n"
+    "      st, per, n = tonumber(st), tonumber(per), tonumber(n)\n"
+    "      if used < n then\n"
+    "        local k = b .. ':' .. f .. ':' .. st\n"
+    "        local d = math.min(n - used,"
+    " tonumber(redis.call('GET', k) or '0'))\n"
+    "        if d > 0 then redis.call('DECRBY', k, d) end\n"
+    "      elseif used > n then\n"
+    "        local k = b .. ':' .. f .. ':' .. (t - t % per)\n"
+    "        redis.call('INCRBY', k, used - n)"
+    " redis.call('EXPIRE', k, per * 2 + 60)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', q, 'x', 'PX', 600000)\n"
+    "local a = 6\n"
+    "for p = 1, tonumber(ARGV[5]) do\n"
+    "  local sk = b .. ':s' .. ARGV[a] .. ':' .. ARGV[a + 1]\n"
+    "  local c, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
+    "  a = a + 4\n"
+    "  if c > 0 then redis.call('INCRBY', sk, c) end\n"
+    "  if ttl > 0 then redis.call('EXPIRE', sk, ttl) end\n"
+    "end\n"
+    "return 1\n";
+
+
+/* the SHA1s the scripts are called by, in hex */
 static u_char  ngx_http_conductor_sync_sha[41];
+static u_char  ngx_http_conductor_exact_sha[41];
+static u_char  ngx_http_conductor_back_sha[41];
 static ngx_uint_t  ngx_http_conductor_sync_loaded;   /* SCRIPT LOAD sent */
+static ngx_uint_t  ngx_http_conductor_sync_gen;      /* on that connection */
+
+static const char  *ngx_http_conductor_sync_scripts[] = {
+    ngx_http_conductor_sync_script,
+    ngx_http_conductor_exact_script,
+    ngx_http_conductor_back_script
+};
+
+static u_char  *ngx_http_conductor_sync_shas[] = {
+    ngx_http_conductor_sync_sha,
+    ngx_http_conductor_exact_sha,
+    ngx_http_conductor_back_sha
+};
+
+static uint64_t     ngx_http_conductor_exact_seq;    /* reservation ids */
+static ngx_queue_t  ngx_http_conductor_exact_later_q;  /* give-backs */
+static ngx_uint_t   ngx_http_conductor_exact_nlater;
 
 static ngx_array_t  ngx_http_conductor_sync_items;   /* sync_item_t */
 static ngx_str_t    ngx_http_conductor_sync_id;      /* this node's */
@@ -260,11 +498,15 @@ ngx_http_conductor_sync_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_sha1_init(&sha1);
-    ngx_sha1_update(&sha1, ngx_http_conductor_sync_script,
-                    sizeof(ngx_http_conductor_sync_script) - 1);
-    ngx_sha1_final(digest, &sha1);
-    ngx_hex_dump(ngx_http_conductor_sync_sha, digest, 20);
+    for (i = 0; i < 3; i++) {
+        ngx_sha1_init(&sha1);
+        ngx_sha1_update(&sha1, ngx_http_conductor_sync_scripts[i],
+                        ngx_strlen(ngx_http_conductor_sync_scripts[i]));
+        ngx_sha1_final(digest, &sha1);
+        ngx_hex_dump(ngx_http_conductor_sync_shas[i], digest, 20);
+    }
+
+    ngx_queue_init(&ngx_http_conductor_exact_later_q);
 
 
     if (ngx_http_conductor_sync_nodeid(&ngx_http_conductor_sync_id)
@@ -291,6 +533,7 @@ ngx_http_conductor_sync_init_process(ngx_cycle_t *cycle)
             it->limit = key[j].limit;
             it->max_inflight = key[j].max_inflight;
             it->client = NULL;
+            it->fleet = &key[j].fleet;
         }
     }
 
@@ -306,6 +549,7 @@ ngx_http_conductor_sync_init_process(ngx_cycle_t *cycle)
         it->limit = cl[i]->limit;
         it->max_inflight = cl[i]->max_inflight;
         it->client = cl[i];
+        it->fleet = &cl[i]->fleet;
     }
 
     it = ngx_http_conductor_sync_items.elts;
@@ -319,6 +563,9 @@ ngx_http_conductor_sync_init_process(ngx_cycle_t *cycle)
 
         ngx_sprintf(it[i].base.data, "%V{%*s}", &cmcf->redis->prefix,
                     it[i].node->len, it[i].node->name);
+
+        /* sync=0 finds it from the key or client */
+        *it[i].fleet = it[i].base;
     }
 
     ngx_http_conductor_redis_tick = ngx_http_conductor_sync_tick;
@@ -450,6 +697,8 @@ ngx_http_conductor_sync_tick(ngx_http_conductor_redis_conf_t *rcf)
     ngx_http_conductor_sync_item_t  *it;
     ngx_http_conductor_main_conf_t  *cmcf;
 
+    ngx_http_conductor_exact_flush();
+
     if (ngx_http_conductor_sync_pending) {
         return;
     }
@@ -513,7 +762,7 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
     int64_t                          smine[NGX_HTTP_CONDUCTOR_NPERIODS];
     int64_t                          reserved[NGX_HTTP_CONDUCTOR_NPERIODS];
     uint64_t                         cooldown, disabled;
-    ngx_uint_t                       i, p, n, inflight, zero;
+    ngx_uint_t                       i, p, n, inflight, zero, exact;
     ngx_pool_t                      *pool;
     ngx_http_conductor_sync_t       *s;
     ngx_http_conductor_sync_win_t   *sw;
@@ -542,6 +791,10 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
 
     ps->item = it;
     ps->pool = pool;
+
+    /* sync=0: the reservations' scripts count windows, in flight, holds
+     * and spend; this only refreshes the node and reads the totals */
+    exact = (cmcf->redis->sync == 0);
 
     ngx_http_conductor_shm_lock(cmcf);
 
@@ -573,6 +826,11 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
 
         sw->delta[0] = 0;
         sw->delta[1] = 0;
+
+        if (exact) {
+            ngx_memzero(ps->delta[n], sizeof(ps->delta[n]));
+            ngx_memzero(mine[n], sizeof(mine[n]));
+        }
     }
 
     if (it->client) {
@@ -598,6 +856,11 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
 
             reserved[n] = ngx_http_conductor_sync_nano(
                               node->spend[p].reserved);
+
+            if (exact) {
+                ps->spend[n] = 0;
+                smine[n] = 0;
+            }
         }
     }
 
@@ -622,11 +885,14 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
     n++
 
     ngx_http_conductor_sync_arg(now_ms);
-    ngx_http_conductor_sync_arg(ngx_max(10 * (cmcf->redis->sync
-                                              ? cmcf->redis->sync : 1000),
-                                        5000));
+    ngx_http_conductor_sync_arg(ngx_http_conductor_sync_stale(cmcf));
 
-    argv[n] = "set"; argvlen[n++] = 3;
+    if (exact) {
+        argv[n] = "touch"; argvlen[n++] = 5;
+
+    } else {
+        argv[n] = "set"; argvlen[n++] = 3;
+    }
 
     ngx_http_conductor_sync_arg(inflight);
     ngx_http_conductor_sync_arg(cooldown);
@@ -661,7 +927,10 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
 #undef ngx_http_conductor_sync_arg
 
     if (zero
-        || ngx_http_conductor_sync_send(n, argv, argvlen, ps) != NGX_OK)
+        || ngx_http_conductor_sync_send(n, argv, argvlen,
+                                        ngx_http_conductor_sync_pushed, ps,
+                                        NULL)
+           != NGX_OK)
     {
         ngx_http_conductor_sync_restore(ps);
         ngx_destroy_pool(pool);
@@ -673,39 +942,57 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
 
 
 /*
- * EVALSHA; the first time, and after Redis answered NOSCRIPT (a new or a
- * restarted Redis), SCRIPT LOAD first: pipelined, so the EVALSHA right
- * after it finds it.
+ * EVALSHA; the first time on a connection, and after Redis answered
+ * NOSCRIPT (a restarted Redis), SCRIPT LOAD of every script first:
+ * pipelined, so the EVALSHA right after it finds it.
  */
 
 static ngx_int_t
 ngx_http_conductor_sync_send(ngx_uint_t argc, const char **argv,
-    size_t *argvlen, void *data)
+    size_t *argvlen, ngx_http_conductor_redis_handler_pt handler, void *data,
+    ngx_http_conductor_redis_cmd_t **cmd)
 {
+    ngx_uint_t   i, gen;
     const char  *load[3];
     size_t       loadlen[3];
 
-    if (!ngx_http_conductor_sync_loaded) {
+    gen = ngx_http_conductor_redis_generation();
+
+    if (!ngx_http_conductor_sync_loaded || gen != ngx_http_conductor_sync_gen)
+    {
         load[0] = "SCRIPT";
         loadlen[0] = 6;
         load[1] = "LOAD";
         loadlen[1] = 4;
-        load[2] = ngx_http_conductor_sync_script;
-        loadlen[2] = sizeof(ngx_http_conductor_sync_script) - 1;
 
-        if (ngx_http_conductor_redis_command(3, load, loadlen, NULL, NULL,
-                                             NULL)
-            != NGX_OK)
-        {
-            return NGX_DECLINED;
+        for (i = 0; i < 3; i++) {
+            load[2] = ngx_http_conductor_sync_scripts[i];
+            loadlen[2] = ngx_strlen(load[2]);
+
+            if (ngx_http_conductor_redis_command(3, load, loadlen, NULL, NULL,
+                                                 NULL)
+                != NGX_OK)
+            {
+                return NGX_DECLINED;
+            }
         }
 
         ngx_http_conductor_sync_loaded = 1;
+        ngx_http_conductor_sync_gen = gen;
     }
 
-    return ngx_http_conductor_redis_command(argc, argv, argvlen,
-                                            ngx_http_conductor_sync_pushed,
-                                            data, NULL);
+    return ngx_http_conductor_redis_command(argc, argv, argvlen, handler,
+                                            data, cmd);
+}
+
+
+/* how long a node's in flight counts without a refresh */
+
+static ngx_msec_t
+ngx_http_conductor_sync_stale(ngx_http_conductor_main_conf_t *cmcf)
+{
+    return ngx_max(10 * (cmcf->redis->sync ? cmcf->redis->sync : 1000),
+                   5000);
 }
 
 
@@ -751,7 +1038,7 @@ ngx_http_conductor_sync_apply(ngx_http_conductor_sync_push_t *ps,
     time_t                           now, bucket, period;
     size_t                           need;
     uint64_t                         v;
-    ngx_uint_t                       i, p, k;
+    ngx_uint_t                       i, p, k, exact;
     ngx_http_conductor_sync_t       *s;
     ngx_http_conductor_node_t       *node;
     ngx_http_conductor_window_t     *w;
@@ -804,7 +1091,15 @@ ngx_http_conductor_sync_apply(ngx_http_conductor_sync_push_t *ps,
                                          : 0);
     }
 
-    s->fleet_inflight = reply->element[k++]->integer;
+    /* sync=0: Redis checks the fleet's in flight and holds itself, and a
+     * second-old view of them, which shrink, would refuse needlessly */
+    exact = (cmcf->redis->sync == 0);
+
+    s->fleet_inflight = exact ? 0 : reply->element[k++]->integer;
+
+    if (exact) {
+        k++;
+    }
 
     v = reply->element[k++]->integer;
     node->cooldown_until = ngx_max(node->cooldown_until,
@@ -837,7 +1132,7 @@ ngx_http_conductor_sync_apply(ngx_http_conductor_sync_push_t *ps,
                                          / NGX_HTTP_CONDUCTOR_NANO)
                                     * NGX_HTTP_CONDUCTOR_NANO;
 
-        s->fleet_held[p] = reply->element[k + 1]->integer;
+        s->fleet_held[p] = exact ? 0 : reply->element[k + 1]->integer;
     }
 
     s->synced = ngx_http_conductor_now_ms();
@@ -917,4 +1212,650 @@ ngx_http_conductor_sync_num(ngx_pool_t *pool, int64_t n, size_t *len)
     *len = ngx_sprintf(p, "%L", n) - p;
 
     return p;
+}
+
+
+/*
+ * sync=0 (exact).  A request's first attempt: the key's and the client's
+ * reservation go to Redis (one write), and the request waits for both
+ * answers as a queued one waits for its timer; a client that goes away
+ * meanwhile cancels the handlers (its LOG phase gives back whatever was
+ * reserved, by id).  NGX_OK: go on now; NGX_DONE: it waits; else the
+ * status to answer.
+ */
+
+ngx_int_t
+ngx_http_conductor_exact_reserve(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_uint_t                    i;
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_conductor_exact_t   *ex;
+
+    if (!ngx_http_conductor_exact_on(ctx)) {
+        return NGX_OK;
+    }
+
+    ex = ctx->exact;
+
+    if (ex == NULL) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        ex = ngx_pcalloc(r->pool, sizeof(ngx_http_conductor_exact_t));
+        if (ex == NULL) {
+            return NGX_ERROR;
+        }
+
+        ex->request = r;
+
+        for (i = 0; i < 2; i++) {
+            ex->call[i].exact = ex;
+        }
+
+        cln->handler = ngx_http_conductor_exact_cleanup;
+        cln->data = ex;
+        ctx->exact = ex;
+    }
+
+    ngx_http_conductor_exact_send(ctx, NGX_HTTP_CONDUCTOR_EXACT_KEY, 0,
+                                  &ex->call[NGX_HTTP_CONDUCTOR_EXACT_KEY]);
+
+    if (ctx->client && ctx->client->fleet.len && !ctx->exact_client) {
+        ctx->exact_client = 1;
+        ngx_http_conductor_exact_send(ctx, NGX_HTTP_CONDUCTOR_EXACT_CLIENT, 0,
+                                   &ex->call[NGX_HTTP_CONDUCTOR_EXACT_CLIENT]);
+    }
+
+    if (ex->waiting == 0) {
+        /* Redis is down: no wait at all */
+        return ngx_http_conductor_exact_decide(r, ctx);
+    }
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    return NGX_DONE;
+}
+
+
+static ngx_uint_t
+ngx_http_conductor_exact_on(ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(ctx->request,
+                                         ngx_http_conductor_module);
+
+    return cmcf->redis && cmcf->redis->sync == 0 && ctx->cand
+           && ctx->cand->key->fleet.len;
+}
+
+
+/*
+ * A retry (the balancer cannot wait): counted in Redis, unchecked; the
+ * node's own view checked it.
+ */
+
+void
+ngx_http_conductor_exact_force(ngx_http_conductor_ctx_t *ctx)
+{
+    if (ctx->exact_done && ngx_http_conductor_exact_on(ctx)) {
+        ngx_http_conductor_exact_send(ctx, NGX_HTTP_CONDUCTOR_EXACT_KEY, 1,
+                                      NULL);
+    }
+}
+
+
+/*
+ * One reservation's script call; with call, its answer is awaited (WAIT,
+ * or FAIL when it cannot go out).
+ */
+
+static void
+ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
+    ngx_uint_t which, ngx_uint_t force, ngx_http_conductor_exact_call_t *call)
+{
+    time_t                           at, ends;
+    uint64_t                         rid, *prid;
+    ngx_uint_t                       i, n, nw, nwat, nb, nbat, *limit, max;
+    ngx_uint_t                       budgets;
+    ngx_str_t                       *base;
+    ngx_http_conductor_client_t     *cl;
+    ngx_http_conductor_main_conf_t  *cmcf;
+    u_char                           num[48][NGX_INT64_LEN];
+    const char                      *argv[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
+    size_t                           argvlen[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
+
+    cmcf = ngx_http_get_module_main_conf(ctx->request,
+                                         ngx_http_conductor_module);
+    cl = ctx->client;
+
+    if (which == NGX_HTTP_CONDUCTOR_EXACT_KEY) {
+        base = &ctx->cand->key->fleet;
+        limit = ctx->cand->key->limit;
+        max = ctx->cand->key->max_inflight;
+        at = ctx->reserved_at;
+        prid = &ctx->key_rid;
+        budgets = 0;
+
+    } else {
+        base = &cl->fleet;
+        limit = cl->limit;
+        max = cl->max_inflight;
+        at = ctx->client_reserved_at;
+        prid = &ctx->client_rid;
+        budgets = cl->budgets;
+    }
+
+    rid = ((uint64_t) ngx_pid << 32) | (++ngx_http_conductor_exact_seq
+                                        & 0xffffffff);
+    n = 0;
+    i = 0;
+
+    argv[n] = "EVALSHA"; argvlen[n++] = 7;
+    argv[n] = (char *) ngx_http_conductor_exact_sha; argvlen[n++] = 40;
+    argv[n] = "1"; argvlen[n++] = 1;
+    argv[n] = (char *) base->data; argvlen[n++] = base->len;
+    argv[n] = (char *) ngx_http_conductor_sync_id.data;
+    argvlen[n++] = ngx_http_conductor_sync_id.len;
+
+#define ngx_http_conductor_exact_arg(v)                                       \
+    argv[n] = (char *) num[i];                                                \
+    argvlen[n++] = ngx_sprintf(num[i], "%uL", (uint64_t) (v)) - num[i];       \
+    i++
+
+    ngx_http_conductor_exact_arg(rid);
+    ngx_http_conductor_exact_arg(ngx_http_conductor_now_ms());
+    ngx_http_conductor_exact_arg(ngx_http_conductor_sync_stale(cmcf));
+    ngx_http_conductor_exact_arg(at);
+    argv[n] = force ? "1" : "0"; argvlen[n++] = 1;
+    ngx_http_conductor_exact_arg(max);
+
+    /* the windows the ledger keeps: those of the limits, and rpm */
+    nwat = n;
+    argv[n] = "0"; argvlen[n++] = 1;
+
+    for (nw = 0; nw < NGX_HTTP_CONDUCTOR_NLIMITS; nw++) {
+        if (limit[nw] == 0 && nw != NGX_HTTP_CONDUCTOR_RPM) {
+            continue;
+        }
+
+        ngx_http_conductor_exact_arg(nw);
+        ngx_http_conductor_exact_arg(ngx_http_conductor_periods[nw]);
+        ngx_http_conductor_exact_arg(limit[nw]);
+        ngx_http_conductor_exact_arg((nw & 1) ? ctx->estimate : 1);
+    }
+
+    argv[nwat] = (char *) num[i];
+    argvlen[nwat] = ngx_sprintf(num[i], "%ui", (n - nwat - 1) / 4) - num[i];
+    i++;
+
+    nbat = n;
+    argv[n] = "0"; argvlen[n++] = 1;
+
+    for (nb = 0; nb < NGX_HTTP_CONDUCTOR_NPERIODS; nb++) {
+        if (!(budgets & (1 << nb))) {
+            continue;
+        }
+
+        ngx_http_conductor_exact_arg(nb);
+        ngx_http_conductor_exact_arg(ngx_http_conductor_budget_period(nb, at,
+                                                                     &ends));
+        ngx_http_conductor_exact_arg(ngx_http_conductor_sync_nano(
+                                         cl->budget[nb]));
+        ngx_http_conductor_exact_arg(ngx_http_conductor_sync_nano(
+                                         ctx->cost_reserved[nb]));
+    }
+
+    argv[nbat] = (char *) num[i];
+    argvlen[nbat] = ngx_sprintf(num[i], "%ui", (n - nbat - 1) / 4) - num[i];
+    i++;
+
+#undef ngx_http_conductor_exact_arg
+
+    if (call) {
+        call->answer = NGX_HTTP_CONDUCTOR_EXACT_FAIL;
+    }
+
+    if (ngx_http_conductor_sync_send(n, argv, argvlen,
+                                     call ? ngx_http_conductor_exact_reply
+                                          : NULL,
+                                     call, call ? &call->cmd : NULL)
+        != NGX_OK)
+    {
+        /* not sent: nothing is held in Redis */
+        *prid = 0;
+        return;
+    }
+
+    *prid = rid;
+
+    if (call) {
+        call->answer = NGX_HTTP_CONDUCTOR_EXACT_WAIT;
+        call->exact->waiting++;
+    }
+}
+
+
+static void
+ngx_http_conductor_exact_reply(void *data, redisReply *reply)
+{
+    ngx_http_conductor_exact_call_t *call = data;
+
+    ngx_http_conductor_exact_t  *ex;
+    ngx_http_conductor_ctx_t    *ctx;
+
+    ex = call->exact;
+    call->cmd = NULL;
+    call->answer = NGX_HTTP_CONDUCTOR_EXACT_FAIL;
+
+    if (reply == NULL) {
+        ngx_http_conductor_sync_loaded = 0;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            ngx_http_conductor_sync_loaded = 0;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "redis: a reservation failed: %*s",
+                      (size_t) ngx_min(reply->len, 160), reply->str);
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1
+               && reply->element[0]->type == REDIS_REPLY_INTEGER)
+    {
+        if (reply->element[0]->integer == 1) {
+            call->answer = NGX_HTTP_CONDUCTOR_EXACT_YES;
+
+        } else if (reply->elements == 3
+                   && reply->element[1]->type == REDIS_REPLY_STRING
+                   && reply->element[1]->len > 0
+                   && reply->element[2]->type == REDIS_REPLY_INTEGER)
+        {
+            call->answer = NGX_HTTP_CONDUCTOR_EXACT_NO;
+            call->why = reply->element[1]->str[0];
+            call->idx = (ngx_uint_t) reply->element[2]->integer;
+        }
+    }
+
+    ctx = ngx_http_get_module_ctx(ex->request, ngx_http_conductor_module);
+
+    if (call->answer == NGX_HTTP_CONDUCTOR_EXACT_NO) {
+        /* refused: nothing is held */
+        if (call == &ex->call[NGX_HTTP_CONDUCTOR_EXACT_KEY]) {
+            ctx->key_rid = 0;
+
+        } else {
+            ctx->client_rid = 0;
+        }
+    }
+
+    if (--ex->waiting) {
+        return;
+    }
+
+    ngx_http_conductor_exact_resume(ex->request, ctx);
+}
+
+
+/* both answers are in: the phases run on, as after the queue */
+
+static void
+ngx_http_conductor_exact_resume(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    rc = ngx_http_conductor_exact_decide(r, ctx);
+
+    if (rc == NGX_DONE) {
+        /* another key asked */
+        return;
+    }
+
+    ctx->status = (rc == NGX_OK) ? NGX_DECLINED
+                  : (rc == NGX_ERROR) ? NGX_HTTP_INTERNAL_SERVER_ERROR : rc;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * What the answers mean: both reserved (or no answer, with on_failure=
+ * local): go on; the client refused: 429 for the client, what the key got
+ * given back; the key refused: another key, or 429 when none is left; no
+ * answer with on_failure=refuse: 503.
+ */
+
+static ngx_int_t
+ngx_http_conductor_exact_decide(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    time_t                           ends;
+    ngx_int_t                        rc;
+    ngx_http_conductor_exact_t      *ex;
+    ngx_http_conductor_exact_call_t *k, *cl;
+    ngx_http_conductor_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_conductor_module);
+    ex = ctx->exact;
+    k = &ex->call[NGX_HTTP_CONDUCTOR_EXACT_KEY];
+    cl = &ex->call[NGX_HTTP_CONDUCTOR_EXACT_CLIENT];
+
+    if (cl->answer == NGX_HTTP_CONDUCTOR_EXACT_NO) {
+        ngx_http_conductor_exact_give_back(ctx, 0, 0);
+        ngx_http_conductor_ledger_unpick(r, ctx, 1);
+
+        ctx->retry_after = 1000;
+
+        switch (cl->why) {
+
+        case 'w':
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_CLIENT;
+            ctx->client_limit = ngx_min(cl->idx, NGX_HTTP_CONDUCTOR_NLIMITS);
+            break;
+
+        case 'i':
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_CLIENT;
+            ctx->client_limit = NGX_HTTP_CONDUCTOR_NLIMITS;
+            break;
+
+        case 's':
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_BUDGET;
+            ctx->budget_period = ngx_min(cl->idx, NGX_HTTP_CONDUCTOR_TOTAL);
+            (void) ngx_http_conductor_budget_period(ctx->budget_period,
+                                                    ngx_time(), &ends);
+            ctx->budget_ends = ends;
+            ctx->retry_after = ends ? (ngx_msec_t) (ends - ngx_time()) * 1000
+                                    : (ngx_msec_t) -1;
+            break;
+
+        default:
+            ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
+            ctx->budget_held = 1;
+            ctx->budget_period = ngx_min(cl->idx, NGX_HTTP_CONDUCTOR_TOTAL);
+            break;
+        }
+
+        return ngx_http_conductor_refuse(ctx);
+    }
+
+    if ((k->answer == NGX_HTTP_CONDUCTOR_EXACT_FAIL
+         || cl->answer == NGX_HTTP_CONDUCTOR_EXACT_FAIL)
+        && k->answer != NGX_HTTP_CONDUCTOR_EXACT_NO
+        && cmcf->redis->on_failure == NGX_HTTP_CONDUCTOR_REDIS_REFUSE)
+    {
+        ngx_http_conductor_exact_give_back(ctx, 0, 1);
+        ngx_http_conductor_ledger_unpick(r, ctx, 1);
+
+        ctx->retry_after = 0;
+        ctx->error = "the fleet's store (Redis) does not answer, and "
+                     "on_failure=refuse";
+
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (k->answer == NGX_HTTP_CONDUCTOR_EXACT_NO) {
+        ctx->exact_refused = 1;
+        ngx_http_conductor_ledger_unpick(r, ctx, 0);
+
+        rc = ngx_http_conductor_attempt(r, ctx);
+
+        if (rc == NGX_DECLINED) {
+            if (ctx->refusal != NGX_HTTP_CONDUCTOR_WAIT_LIMIT
+                && ctx->refusal != NGX_HTTP_CONDUCTOR_WAIT_BUDGET)
+            {
+                /* the fleet's limit: tried, so the pick says "never" */
+                ctx->refusal = NGX_HTTP_CONDUCTOR_WAIT_LIMIT;
+                ctx->retry_after = 1000;
+                ctx->budget_held = 0;
+            }
+
+            ngx_http_conductor_exact_give_back(ctx, 0, 1);
+            ngx_http_conductor_ledger_unpick(r, ctx, 1);
+
+            return ngx_http_conductor_refuse(ctx);
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_conductor_exact_reserve(r, ctx);
+    }
+
+    ctx->exact_done = 1;
+
+    return NGX_OK;
+}
+
+
+/* the client went away while it waited: no handler may run for it */
+
+static void
+ngx_http_conductor_exact_cleanup(void *data)
+{
+    ngx_http_conductor_exact_t *ex = data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < 2; i++) {
+        if (ex->call[i].cmd) {
+            ngx_http_conductor_redis_cancel(ex->call[i].cmd);
+            ex->call[i].cmd = NULL;
+        }
+    }
+}
+
+
+/*
+ * What the request holds in Redis goes back, by reservation id: the key's
+ * (all: the client's too, with the answer's cost added to the spend).
+ * used: the tokens the answer used, in place of the estimate.
+ */
+
+void
+ngx_http_conductor_exact_give_back(ngx_http_conductor_ctx_t *ctx,
+    uint64_t used, ngx_uint_t all)
+{
+    time_t                           now, ends;
+    ngx_uint_t                       p;
+    ngx_http_conductor_client_t     *cl;
+    ngx_http_conductor_exact_back_t *bk;
+
+    if (ctx->key_rid && ctx->cand && ctx->cand->key->fleet.len) {
+        bk = ngx_http_conductor_exact_back_new(&ctx->cand->key->fleet,
+                                               ctx->key_rid, used);
+        if (bk) {
+            ngx_http_conductor_exact_back_send(bk);
+        }
+    }
+
+    ctx->key_rid = 0;
+
+    if (!all || ctx->client_rid == 0) {
+        return;
+    }
+
+    cl = ctx->client;
+
+    bk = ngx_http_conductor_exact_back_new(&cl->fleet, ctx->client_rid, used);
+    ctx->client_rid = 0;
+
+    if (bk == NULL) {
+        return;
+    }
+
+    now = bk->now;
+
+    for (p = 0; p < NGX_HTTP_CONDUCTOR_NPERIODS; p++) {
+        if (!(cl->budgets & (1 << p))) {
+            continue;
+        }
+
+        bk->bud[bk->nbud] = p;
+        bk->period[bk->nbud] = ngx_http_conductor_budget_period(p, now, &ends);
+        bk->cost[bk->nbud] = (ctx->account.final.found && ctx->account.priced)
+                             ? ngx_http_conductor_sync_nano(ctx->account.cost)
+                             : 0;
+        bk->ttl[bk->nbud] = (p == NGX_HTTP_CONDUCTOR_DAY) ? 2 * 86400
+                            : (p == NGX_HTTP_CONDUCTOR_MONTH) ? 62 * 86400 : 0;
+        bk->nbud++;
+    }
+
+    ngx_http_conductor_exact_back_send(bk);
+}
+
+
+static ngx_http_conductor_exact_back_t *
+ngx_http_conductor_exact_back_new(ngx_str_t *base, uint64_t rid,
+    uint64_t used)
+{
+    ngx_http_conductor_exact_back_t  *bk;
+
+    bk = ngx_calloc(sizeof(ngx_http_conductor_exact_back_t), ngx_cycle->log);
+    if (bk == NULL) {
+        return NULL;
+    }
+
+    bk->base = *base;
+    bk->rid = rid;
+    bk->now = ngx_time();
+    bk->used = used;
+
+    return bk;
+}
+
+
+/* sent, or kept to be sent again when Redis is ready (the tick) */
+
+static void
+ngx_http_conductor_exact_back_send(ngx_http_conductor_exact_back_t *bk)
+{
+    ngx_uint_t   i, n, k;
+    u_char       num[4 + 4 * NGX_HTTP_CONDUCTOR_NPERIODS][NGX_INT64_LEN];
+    const char  *argv[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
+    size_t       argvlen[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
+
+    n = 0;
+    k = 0;
+
+    argv[n] = "EVALSHA"; argvlen[n++] = 7;
+    argv[n] = (char *) ngx_http_conductor_back_sha; argvlen[n++] = 40;
+    argv[n] = "1"; argvlen[n++] = 1;
+    argv[n] = (char *) bk->base.data; argvlen[n++] = bk->base.len;
+    argv[n] = (char *) ngx_http_conductor_sync_id.data;
+    argvlen[n++] = ngx_http_conductor_sync_id.len;
+
+#define ngx_http_conductor_back_arg(v)                                        \
+    argv[n] = (char *) num[k];                                                \
+    argvlen[n++] = ngx_sprintf(num[k], "%uL", (uint64_t) (v)) - num[k];       \
+    k++
+
+    ngx_http_conductor_back_arg(bk->rid);
+    ngx_http_conductor_back_arg(bk->now);
+    ngx_http_conductor_back_arg(bk->used);
+    ngx_http_conductor_back_arg(bk->nbud);
+
+    for (i = 0; i < bk->nbud; i++) {
+        ngx_http_conductor_back_arg(bk->bud[i]);
+        ngx_http_conductor_back_arg(bk->period[i]);
+        ngx_http_conductor_back_arg(bk->cost[i]);
+        ngx_http_conductor_back_arg(bk->ttl[i]);
+    }
+
+#undef ngx_http_conductor_back_arg
+
+    if (ngx_http_conductor_sync_send(n, argv, argvlen,
+                                     ngx_http_conductor_exact_backed, bk,
+                                     NULL)
+        != NGX_OK)
+    {
+        ngx_http_conductor_exact_later(bk);
+    }
+}
+
+
+static void
+ngx_http_conductor_exact_backed(void *data, redisReply *reply)
+{
+    ngx_http_conductor_exact_back_t *bk = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        if (reply == NULL
+            || (reply->type == REDIS_REPLY_ERROR
+                && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0))
+        {
+            ngx_http_conductor_sync_loaded = 0;
+        }
+
+        ngx_http_conductor_exact_later(bk);
+        return;
+    }
+
+    ngx_free(bk);
+}
+
+
+static void
+ngx_http_conductor_exact_later(ngx_http_conductor_exact_back_t *bk)
+{
+    if (ngx_exiting || ngx_terminate || ngx_quit
+        || ngx_http_conductor_exact_nlater
+           >= NGX_HTTP_CONDUCTOR_REDIS_MAX_PENDING)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "redis: a reservation of \"%V\" could not be given "
+                      "back: the fleet counts it until it expires",
+                      &bk->base);
+        ngx_free(bk);
+        return;
+    }
+
+    if (ngx_http_conductor_exact_later_q.next == NULL) {
+        ngx_queue_init(&ngx_http_conductor_exact_later_q);
+    }
+
+    ngx_queue_insert_tail(&ngx_http_conductor_exact_later_q, &bk->queue);
+    ngx_http_conductor_exact_nlater++;
+}
+
+
+/* the tick, Redis ready: the give-backs that could not go out, again */
+
+static void
+ngx_http_conductor_exact_flush(void)
+{
+    ngx_uint_t                        n;
+    ngx_queue_t                      *q;
+    ngx_http_conductor_exact_back_t  *bk;
+
+    if (ngx_http_conductor_exact_later_q.next == NULL) {
+        return;
+    }
+
+    /* those that fail again go to the tail: one round at most */
+    for (n = ngx_http_conductor_exact_nlater; n; n--) {
+
+        if (ngx_queue_empty(&ngx_http_conductor_exact_later_q)) {
+            break;
+        }
+
+        q = ngx_queue_head(&ngx_http_conductor_exact_later_q);
+        ngx_queue_remove(q);
+        ngx_http_conductor_exact_nlater--;
+
+        bk = ngx_queue_data(q, ngx_http_conductor_exact_back_t, queue);
+        ngx_http_conductor_exact_back_send(bk);
+    }
 }
