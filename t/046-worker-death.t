@@ -412,8 +412,12 @@ HTTP
     is scalar(@more), 2 - $left, "what the dead worker held is free again: " . (2 - $left) . " more fit";
     ok $full->(), 'and then the client is full again: 429';
     mock_release();
-    $_->read_all(10) for (map { $g[$_] } grep { $own[$_] != $victim } 0 .. 1), @more;
-    ok wait_for(sub { http_request(POST => $CHAT, {%key}, $PLAIN)->{status} == 200 }, timeout => 5,
+    # read to their end and closed: nginx logs (and releases) them then
+    for my $s ((map { $g[$_] } grep { $own[$_] != $victim } 0 .. 1), @more) {
+        $s->read_all(10);
+        $s->wait_close;
+    }
+    ok wait_for(sub { http_request(POST => $CHAT, {%key}, $PLAIN)->{status} == 200 }, timeout => 10,
         what => 'the client served after the release'), 'after the release the client is served';
     is_deeply stop_checked(), [], 'no problem in the log but the kill';
 };
