@@ -122,3 +122,9 @@ clean:
 .PHONY: bench-instructions
 bench-instructions: build
 	bench/callgrind.sh
+
+# client keys and Redis sync (bench/clients.sh: callgrind and wrk, about
+# 13 minutes; MODE=exact adds sync=0 when the module accepts it)
+.PHONY: bench-clients
+bench-clients: build
+	bench/clients.sh
