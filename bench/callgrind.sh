@@ -185,12 +185,8 @@ render() {   # render TEMPLATE OUT NAME PORT
         "$BENCH_DIR/$1" > "$RUN/conf/$2"
 }
 
-edit() {   # edit FILE SED-SCRIPT WHAT: apply, and fail when nothing changed
-    local before
-    before=$(cksum < "$1")
-    sed -i -e "$2" "$1"
-    [ "$(cksum < "$1")" != "$before" ] || die "cannot $3 in $1 (has its template changed?)"
-}
+# edit, cleanup and wait_listen: bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 # the mock: upstream.conf as bench/run.sh runs it, plus one location that
 # answers the 5 KB chat.completion (the same error_page trick as its /sse/)
@@ -307,30 +303,10 @@ stop_pid() {   # stop_pid PID NAME: QUIT, wait; TERM, KILL if it does not go
     fi
     wait "$pid" 2>/dev/null || true
 }
-# shellcheck disable=SC2317  # called through the trap
-cleanup() {
-    local i
-    for i in "${!PIDS[@]}"; do
-        if [ -n "${PIDS[$i]}" ]; then stop_pid "${PIDS[$i]}" "${NAMES[$i]}"; fi
-    done
-    PIDS=()
-}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_listen() {   # wait_listen PID PORT NAME SECONDS
-    local i
-    for i in $(seq 1 $(($4 * 20))); do
-        if ! kill -0 "$1" 2>/dev/null; then
-            tail -20 "$RUN/logs/$3".*.log >&2 2>/dev/null || true
-            die "$3 exited at start"
-        fi
-        port_busy "$2" && return 0
-        sleep 0.05
-    done
-    die "$3 does not listen on 127.0.0.1:$2"
-}
 
 "$NGINX" -p "$RUN" -e "$RUN/logs/upstream.startup.log" -c "$RUN/conf/upstream.conf" \
     > "$RUN/logs/upstream.stdout.log" 2>&1 &
