@@ -28,6 +28,8 @@ PARSERS  := src/ngx_http_conductor_json.c src/ngx_http_conductor_sse.c \
 PARSERS_PRESENT = $(wildcard $(PARSERS))
 # the redaction of log lines is nginx-free too (before the rules below)
 PARSERS  += src/ngx_http_conductor_redact_line.c
+# and so is the RESP command writer (its test compares it with hiredis's)
+PARSERS  += src/ngx_http_conductor_resp.c
 UNIT_SRC := $(wildcard t/unit/*_test.c)
 UNIT_BIN := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard t/fuzz/*_fuzz.c)
@@ -59,12 +61,12 @@ $(MODULE): $(BUILD)/Makefile $(MODULE_SOURCES)
 
 $(BUILD)/unit/%: t/unit/%.c $(PARSERS_PRESENT) $(wildcard src/*.h t/unit/*.h)
 	@mkdir -p $(BUILD)/unit
-	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PARSERS_PRESENT) -ljansson
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PARSERS_PRESENT) -ljansson -lhiredis
 
 $(BUILD)/fuzz/%: t/fuzz/%.c $(PARSERS_PRESENT) $(wildcard src/*.h t/unit/*.h)
 	@mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< \
-	    $(PARSERS_PRESENT) -ljansson
+	    $(PARSERS_PRESENT) -ljansson -lhiredis
 
 # json_scalar_test is json_test.c on the portable scan; json_fuzz
 # includes the scanner as it was, its differential reference

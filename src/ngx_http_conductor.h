@@ -468,6 +468,9 @@ typedef struct {
     ngx_uint_t                        ncands;
     uint64_t                          tried[NGX_HTTP_CONDUCTOR_MAX_CANDS
                                             / 64];  /* bitmap over cands */
+    uint64_t                          fleet_refused[NGX_HTTP_CONDUCTOR_MAX_CANDS
+                                            / 64];  /* tried, never sent:
+                                                       sync=0 said no */
     ngx_http_conductor_cand_t        *cand;      /* the current attempt's */
     ngx_http_conductor_cand_t        *winner;    /* the one that answered */
     ngx_http_conductor_cand_t        *held;      /* in flight on its key */
@@ -526,6 +529,7 @@ typedef struct {
     unsigned                          exact_done:1;    /* sync=0: settled */
     unsigned                          exact_client:1;  /* asked Redis */
     unsigned                          exact_refused:1; /* a key, by Redis */
+    unsigned                          queue_once:1;  /* deadline, cleanup */
 } ngx_http_conductor_ctx_t;
 
 

@@ -24,19 +24,30 @@ ngx_int_t
 ngx_http_conductor_enqueue(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_loc_conf_t *lcf)
 {
-    ngx_msec_t           wait;
+    ngx_msec_t           wait, left;
     ngx_pool_cleanup_t  *cln;
 
-    if (ctx->retry_after == (ngx_msec_t) -1
-        || ctx->retry_after > lcf->queue_timeout)
-    {
+    /* back in the queue (sync=0: the fleet said no): the first deadline */
+    left = lcf->queue_timeout;
+
+    if (ctx->queue_once) {
+        left = (ngx_msec_int_t) (ctx->queue_deadline - ngx_current_msec) > 0
+               ? ctx->queue_deadline - ngx_current_msec : 0;
+    }
+
+    if (ctx->retry_after == (ngx_msec_t) -1 || ctx->retry_after > left) {
         /* no key can take it in time: no point in waiting */
         return NGX_DECLINED;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
+    if (!ctx->queue_once) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_conductor_queue_cleanup;
+        cln->data = ctx;
     }
 
     if (ngx_http_conductor_ledger_enqueue(r, lcf->queue_max) != NGX_OK) {
@@ -44,10 +55,11 @@ ngx_http_conductor_enqueue(ngx_http_request_t *r,
     }
 
     ctx->queued = 1;
-    ctx->queue_deadline = ngx_current_msec + lcf->queue_timeout;
 
-    cln->handler = ngx_http_conductor_queue_cleanup;
-    cln->data = ctx;
+    if (!ctx->queue_once) {
+        ctx->queue_once = 1;
+        ctx->queue_deadline = ngx_current_msec + lcf->queue_timeout;
+    }
 
     ctx->queue_ev.handler = ngx_http_conductor_queue_handler;
     ctx->queue_ev.data = r;

@@ -2,8 +2,9 @@
 /*
  * The fleet store's connection (conductor_redis): one connection per worker
  * to Redis, opened when the worker starts and kept open.  It is nginx's
- * own non-blocking connection (TLS for rediss://); hiredis only formats the
- * commands and parses the replies.  Commands are pipelined: their bytes go
+ * own non-blocking connection (TLS for rediss://); hiredis only parses the
+ * replies (the module writes the commands: ngx_http_conductor_resp.c).
+ * Commands are pipelined: their bytes go
  * out on write readiness, their handlers wait in a FIFO and get the replies
  * in order.
  *
@@ -19,6 +20,8 @@
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+
+#include "ngx_http_conductor_resp.h"
 
 #if (NGX_HTTP_SSL)
 #include <openssl/x509v3.h>
@@ -933,6 +936,12 @@ ngx_http_conductor_redis_write_handler(ngx_event_t *wev)
 
         rs->connected = 1;
 
+        /*
+         * a command is a few hundred bytes that must leave at once: Nagle
+         * would hold it behind an unacknowledged one (hiredis sets this too)
+         */
+        (void) ngx_tcp_nodelay(c);
+
 #if (NGX_HTTP_SSL)
         if (rs->conf->tls) {
             ngx_http_conductor_redis_tls(rs);
@@ -1406,19 +1415,15 @@ ngx_http_conductor_redis_append(ngx_http_conductor_redis_t *rs,
     ngx_http_conductor_redis_handler_pt handler, void *data,
     ngx_uint_t secret)
 {
-    int                              len;
-    char                            *s;
+    size_t                           len;
     ngx_queue_t                     *q;
     ngx_connection_t                *c;
     ngx_http_conductor_redis_cmd_t  *cmd;
 
-    len = redisFormatCommandArgv(&s, (int) argc, argv, argvlen);
-    if (len < 0) {
-        return NULL;
-    }
+    len = ngx_http_conductor_resp_len(argc, argvlen);
 
     if (ngx_http_conductor_redis_room(rs, len) != NGX_OK) {
-        goto failed;
+        return NULL;
     }
 
     if (!ngx_queue_empty(&rs->free)) {
@@ -1430,18 +1435,17 @@ ngx_http_conductor_redis_append(ngx_http_conductor_redis_t *rs,
     } else {
         cmd = ngx_alloc(sizeof(ngx_http_conductor_redis_cmd_t), &rs->log);
         if (cmd == NULL) {
-            goto failed;
+            return NULL;
         }
     }
 
-    rs->out_last = ngx_cpymem(rs->out_last, s, len);
+    /* written in place: the only copy of a secret is the output buffer */
+    rs->out_last = ngx_http_conductor_resp_write(rs->out_last, argc, argv,
+                                                 argvlen);
 
     if (secret) {
         rs->secret_out = 1;
-        ngx_explicit_memzero(s, len);
     }
-
-    redisFreeCommand(s);
 
     cmd->handler = handler;
     cmd->data = data;
@@ -1466,16 +1470,6 @@ ngx_http_conductor_redis_append(ngx_http_conductor_redis_t *rs,
     }
 
     return cmd;
-
-failed:
-
-    if (secret) {
-        ngx_explicit_memzero(s, len);
-    }
-
-    redisFreeCommand(s);
-
-    return NULL;
 }
 
 

@@ -43,8 +43,21 @@
 #include <ngx_sha1.h>
 #include <hiredis/hiredis.h>
 
+#include "ngx_http_conductor_resp.h"
+
 
 #define NGX_HTTP_CONDUCTOR_SYNC_ARGS   96
+
+/*
+ * A number argument of a command being built: written into the slot of
+ * the caller's num[] that matches its place (the command is copied into
+ * the connection's buffer before the caller returns).
+ */
+#define ngx_http_conductor_sync_arg(v)                                        \
+    argv[n] = (char *) num[n];                                                \
+    argvlen[n] = ngx_http_conductor_resp_int(num[n], (int64_t) (v))           \
+                 - num[n];                                                    \
+    n++
 #define NGX_HTTP_CONDUCTOR_NANO        1000ULL   /* pico per nano-USD */
 
 
@@ -144,6 +157,9 @@ static void ngx_http_conductor_exact_resume(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_exact_decide(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
+static void ngx_http_conductor_exact_refused(ngx_http_conductor_ctx_t *ctx);
+static ngx_int_t ngx_http_conductor_exact_requeue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx);
 static void ngx_http_conductor_exact_cleanup(void *data);
 static ngx_http_conductor_exact_back_t *ngx_http_conductor_exact_back_new(
     ngx_str_t *base, uint64_t rid, uint64_t used);
@@ -157,8 +173,6 @@ static void ngx_http_conductor_sync_delta(ngx_http_conductor_sync_win_t *sw,
     time_t period, time_t bucket, int64_t n);
 static ngx_uint_t ngx_http_conductor_sync_nodeid(ngx_str_t *id);
 static int64_t ngx_http_conductor_sync_nano(ngx_http_conductor_money_t m);
-static u_char *ngx_http_conductor_sync_num(ngx_pool_t *pool, int64_t n,
-    size_t *len);
 
 
 /*
@@ -762,12 +776,14 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
     int64_t                          smine[NGX_HTTP_CONDUCTOR_NPERIODS];
     int64_t                          reserved[NGX_HTTP_CONDUCTOR_NPERIODS];
     uint64_t                         cooldown, disabled;
-    ngx_uint_t                       i, p, n, inflight, zero, exact;
+    ngx_uint_t                       i, p, n, inflight, exact;
     ngx_pool_t                      *pool;
     ngx_http_conductor_sync_t       *s;
     ngx_http_conductor_sync_win_t   *sw;
     ngx_http_conductor_node_t       *node;
     ngx_http_conductor_sync_push_t  *ps;
+    u_char                           num[NGX_HTTP_CONDUCTOR_SYNC_ARGS]
+                                        [NGX_HTTP_CONDUCTOR_RESP_INT_LEN];
     const char                      *argv[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
     size_t                           argvlen[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
 
@@ -869,7 +885,6 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
     /* KEYS[1], node id, now, stale, mode, in flight, cooldown, disabled,
      * its ttl, then the windows and the budgets */
     n = 0;
-    zero = 0;
 
     argv[n] = "EVALSHA"; argvlen[n++] = 7;
     argv[n] = (char *) ngx_http_conductor_sync_sha; argvlen[n++] = 40;
@@ -878,11 +893,6 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
     argv[n] = (char *) ngx_http_conductor_sync_id.data;
     argvlen[n++] = ngx_http_conductor_sync_id.len;
 
-#define ngx_http_conductor_sync_arg(v)                                        \
-    argv[n] = (char *) ngx_http_conductor_sync_num(pool, (int64_t) (v),       \
-                                                   &argvlen[n]);              \
-    if (argv[n] == NULL) { zero = 1; }                                        \
-    n++
 
     ngx_http_conductor_sync_arg(now_ms);
     ngx_http_conductor_sync_arg(ngx_http_conductor_sync_stale(cmcf));
@@ -924,10 +934,7 @@ ngx_http_conductor_sync_push(ngx_http_conductor_main_conf_t *cmcf,
         ngx_http_conductor_sync_arg(reserved[i]);
     }
 
-#undef ngx_http_conductor_sync_arg
-
-    if (zero
-        || ngx_http_conductor_sync_send(n, argv, argvlen,
+    if (ngx_http_conductor_sync_send(n, argv, argvlen,
                                         ngx_http_conductor_sync_pushed, ps,
                                         NULL)
            != NGX_OK)
@@ -1199,22 +1206,6 @@ ngx_http_conductor_sync_nano(ngx_http_conductor_money_t m)
 }
 
 
-static u_char *
-ngx_http_conductor_sync_num(ngx_pool_t *pool, int64_t n, size_t *len)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, NGX_INT64_LEN + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *len = ngx_sprintf(p, "%L", n) - p;
-
-    return p;
-}
-
-
 /*
  * sync=0 (exact).  A request's first attempt: the key's and the client's
  * reservation go to Redis (one write), and the request waits for both
@@ -1320,12 +1311,13 @@ ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
 {
     time_t                           at, ends;
     uint64_t                         rid, *prid;
-    ngx_uint_t                       i, n, nw, nwat, nb, nbat, *limit, max;
+    ngx_uint_t                       n, nw, nwat, nb, nbat, *limit, max;
     ngx_uint_t                       budgets;
     ngx_str_t                       *base;
     ngx_http_conductor_client_t     *cl;
     ngx_http_conductor_main_conf_t  *cmcf;
-    u_char                           num[48][NGX_INT64_LEN];
+    u_char                           num[NGX_HTTP_CONDUCTOR_SYNC_ARGS]
+                                        [NGX_HTTP_CONDUCTOR_RESP_INT_LEN];
     const char                      *argv[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
     size_t                           argvlen[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
 
@@ -1353,7 +1345,6 @@ ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
     rid = ((uint64_t) ngx_pid << 32) | (++ngx_http_conductor_exact_seq
                                         & 0xffffffff);
     n = 0;
-    i = 0;
 
     argv[n] = "EVALSHA"; argvlen[n++] = 7;
     argv[n] = (char *) ngx_http_conductor_exact_sha; argvlen[n++] = 40;
@@ -1362,17 +1353,12 @@ ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
     argv[n] = (char *) ngx_http_conductor_sync_id.data;
     argvlen[n++] = ngx_http_conductor_sync_id.len;
 
-#define ngx_http_conductor_exact_arg(v)                                       \
-    argv[n] = (char *) num[i];                                                \
-    argvlen[n++] = ngx_sprintf(num[i], "%uL", (uint64_t) (v)) - num[i];       \
-    i++
-
-    ngx_http_conductor_exact_arg(rid);
-    ngx_http_conductor_exact_arg(ngx_http_conductor_now_ms());
-    ngx_http_conductor_exact_arg(ngx_http_conductor_sync_stale(cmcf));
-    ngx_http_conductor_exact_arg(at);
+    ngx_http_conductor_sync_arg(rid);
+    ngx_http_conductor_sync_arg(ngx_http_conductor_now_ms());
+    ngx_http_conductor_sync_arg(ngx_http_conductor_sync_stale(cmcf));
+    ngx_http_conductor_sync_arg(at);
     argv[n] = force ? "1" : "0"; argvlen[n++] = 1;
-    ngx_http_conductor_exact_arg(max);
+    ngx_http_conductor_sync_arg(max);
 
     /* the windows the ledger keeps: those of the limits, and rpm */
     nwat = n;
@@ -1383,15 +1369,16 @@ ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
             continue;
         }
 
-        ngx_http_conductor_exact_arg(nw);
-        ngx_http_conductor_exact_arg(ngx_http_conductor_periods[nw]);
-        ngx_http_conductor_exact_arg(limit[nw]);
-        ngx_http_conductor_exact_arg((nw & 1) ? ctx->estimate : 1);
+        ngx_http_conductor_sync_arg(nw);
+        ngx_http_conductor_sync_arg(ngx_http_conductor_periods[nw]);
+        ngx_http_conductor_sync_arg(limit[nw]);
+        ngx_http_conductor_sync_arg((nw & 1) ? ctx->estimate : 1);
     }
 
-    argv[nwat] = (char *) num[i];
-    argvlen[nwat] = ngx_sprintf(num[i], "%ui", (n - nwat - 1) / 4) - num[i];
-    i++;
+    argv[nwat] = (char *) num[nwat];
+    argvlen[nwat] = ngx_http_conductor_resp_int(num[nwat],
+                                                (n - nwat - 1) / 4)
+                    - num[nwat];
 
     nbat = n;
     argv[n] = "0"; argvlen[n++] = 1;
@@ -1401,20 +1388,19 @@ ngx_http_conductor_exact_send(ngx_http_conductor_ctx_t *ctx,
             continue;
         }
 
-        ngx_http_conductor_exact_arg(nb);
-        ngx_http_conductor_exact_arg(ngx_http_conductor_budget_period(nb, at,
+        ngx_http_conductor_sync_arg(nb);
+        ngx_http_conductor_sync_arg(ngx_http_conductor_budget_period(nb, at,
                                                                      &ends));
-        ngx_http_conductor_exact_arg(ngx_http_conductor_sync_nano(
+        ngx_http_conductor_sync_arg(ngx_http_conductor_sync_nano(
                                          cl->budget[nb]));
-        ngx_http_conductor_exact_arg(ngx_http_conductor_sync_nano(
+        ngx_http_conductor_sync_arg(ngx_http_conductor_sync_nano(
                                          ctx->cost_reserved[nb]));
     }
 
-    argv[nbat] = (char *) num[i];
-    argvlen[nbat] = ngx_sprintf(num[i], "%ui", (n - nbat - 1) / 4) - num[i];
-    i++;
-
-#undef ngx_http_conductor_exact_arg
+    argv[nbat] = (char *) num[nbat];
+    argvlen[nbat] = ngx_http_conductor_resp_int(num[nbat],
+                                                (n - nbat - 1) / 4)
+                    - num[nbat];
 
     if (call) {
         call->answer = NGX_HTTP_CONDUCTOR_EXACT_FAIL;
@@ -1553,6 +1539,7 @@ ngx_http_conductor_exact_decide(ngx_http_request_t *r,
     cl = &ex->call[NGX_HTTP_CONDUCTOR_EXACT_CLIENT];
 
     if (cl->answer == NGX_HTTP_CONDUCTOR_EXACT_NO) {
+        ngx_http_conductor_exact_refused(ctx);
         ngx_http_conductor_exact_give_back(ctx, 0, 0);
         ngx_http_conductor_ledger_unpick(r, ctx, 1);
 
@@ -1587,6 +1574,12 @@ ngx_http_conductor_exact_decide(ngx_http_request_t *r,
             break;
         }
 
+        if ((cl->why == 'w' || cl->why == 'i')
+            && ngx_http_conductor_exact_requeue(r, ctx) == NGX_OK)
+        {
+            return NGX_DONE;
+        }
+
         return ngx_http_conductor_refuse(ctx);
     }
 
@@ -1607,6 +1600,7 @@ ngx_http_conductor_exact_decide(ngx_http_request_t *r,
 
     if (k->answer == NGX_HTTP_CONDUCTOR_EXACT_NO) {
         ctx->exact_refused = 1;
+        ngx_http_conductor_exact_refused(ctx);
         ngx_http_conductor_ledger_unpick(r, ctx, 0);
 
         rc = ngx_http_conductor_attempt(r, ctx);
@@ -1624,6 +1618,10 @@ ngx_http_conductor_exact_decide(ngx_http_request_t *r,
             ngx_http_conductor_exact_give_back(ctx, 0, 1);
             ngx_http_conductor_ledger_unpick(r, ctx, 1);
 
+            if (ngx_http_conductor_exact_requeue(r, ctx) == NGX_OK) {
+                return NGX_DONE;
+            }
+
             return ngx_http_conductor_refuse(ctx);
         }
 
@@ -1637,6 +1635,62 @@ ngx_http_conductor_exact_decide(ngx_http_request_t *r,
     ctx->exact_done = 1;
 
     return NGX_OK;
+}
+
+
+/* the key of the attempt was picked, never sent: it may be picked again */
+
+static void
+ngx_http_conductor_exact_refused(ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    if (ctx->cand) {
+        i = ctx->cand->index;
+        ctx->fleet_refused[i / 64] |= (uint64_t) 1 << (i % 64);
+    }
+}
+
+
+/*
+ * The fleet said no and no other key takes the request now: it goes back
+ * to the location's queue, as a refusal by the node's own counts would
+ * (until the queue's first deadline), with every key Redis refused free to
+ * be picked again and the client to be asked again.  The node's view
+ * learns the fleet's totals at its next push: until then the queue asks
+ * Redis again every quarter second.
+ */
+
+static ngx_int_t
+ngx_http_conductor_exact_requeue(ngx_http_request_t *r,
+    ngx_http_conductor_ctx_t *ctx)
+{
+    ngx_uint_t                      i;
+    ngx_http_conductor_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_conductor_module);
+
+    if (lcf->queue_timeout == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->refusal != NGX_HTTP_CONDUCTOR_WAIT_LIMIT
+        && ctx->refusal != NGX_HTTP_CONDUCTOR_WAIT_CLIENT)
+    {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < NGX_HTTP_CONDUCTOR_MAX_CANDS / 64; i++) {
+        ctx->tried[i] &= ~ctx->fleet_refused[i];
+        ctx->fleet_refused[i] = 0;
+    }
+
+    ctx->exact_client = 0;
+    ctx->exact_refused = 0;
+    ctx->budget_held = 0;
+    ctx->retry_after = 250;
+
+    return ngx_http_conductor_enqueue(r, ctx, lcf);
 }
 
 
@@ -1742,13 +1796,13 @@ ngx_http_conductor_exact_back_new(ngx_str_t *base, uint64_t rid,
 static void
 ngx_http_conductor_exact_back_send(ngx_http_conductor_exact_back_t *bk)
 {
-    ngx_uint_t   i, n, k;
-    u_char       num[4 + 4 * NGX_HTTP_CONDUCTOR_NPERIODS][NGX_INT64_LEN];
+    ngx_uint_t   i, n;
+    u_char       num[NGX_HTTP_CONDUCTOR_SYNC_ARGS]
+                    [NGX_HTTP_CONDUCTOR_RESP_INT_LEN];
     const char  *argv[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
     size_t       argvlen[NGX_HTTP_CONDUCTOR_SYNC_ARGS];
 
     n = 0;
-    k = 0;
 
     argv[n] = "EVALSHA"; argvlen[n++] = 7;
     argv[n] = (char *) ngx_http_conductor_back_sha; argvlen[n++] = 40;
@@ -1757,24 +1811,17 @@ ngx_http_conductor_exact_back_send(ngx_http_conductor_exact_back_t *bk)
     argv[n] = (char *) ngx_http_conductor_sync_id.data;
     argvlen[n++] = ngx_http_conductor_sync_id.len;
 
-#define ngx_http_conductor_back_arg(v)                                        \
-    argv[n] = (char *) num[k];                                                \
-    argvlen[n++] = ngx_sprintf(num[k], "%uL", (uint64_t) (v)) - num[k];       \
-    k++
-
-    ngx_http_conductor_back_arg(bk->rid);
-    ngx_http_conductor_back_arg(bk->now);
-    ngx_http_conductor_back_arg(bk->used);
-    ngx_http_conductor_back_arg(bk->nbud);
+    ngx_http_conductor_sync_arg(bk->rid);
+    ngx_http_conductor_sync_arg(bk->now);
+    ngx_http_conductor_sync_arg(bk->used);
+    ngx_http_conductor_sync_arg(bk->nbud);
 
     for (i = 0; i < bk->nbud; i++) {
-        ngx_http_conductor_back_arg(bk->bud[i]);
-        ngx_http_conductor_back_arg(bk->period[i]);
-        ngx_http_conductor_back_arg(bk->cost[i]);
-        ngx_http_conductor_back_arg(bk->ttl[i]);
+        ngx_http_conductor_sync_arg(bk->bud[i]);
+        ngx_http_conductor_sync_arg(bk->period[i]);
+        ngx_http_conductor_sync_arg(bk->cost[i]);
+        ngx_http_conductor_sync_arg(bk->ttl[i]);
     }
-
-#undef ngx_http_conductor_back_arg
 
     if (ngx_http_conductor_sync_send(n, argv, argvlen,
                                      ngx_http_conductor_exact_backed, bk,

@@ -52,6 +52,16 @@ sub http_conf {
     conductor_model mf { f1 pmf; }
     conductor_model ma { an pma; }
     conductor_model mc { c1 pmc; }
+    conductor_provider t1 { url http://127.0.0.1:$MOCK/v1; key kt1 st1 rpm=3; }
+    conductor_provider t2 { url http://127.0.0.1:$MOCK/v1; key kt2 st2 rpm=50; }
+    conductor_model mt { t1 pt1; t2 pt2; }
+    conductor_provider r1 { url http://127.0.0.1:$MOCK/v1; key kr1 "sr1;status=500"; }
+    conductor_provider r2 { url http://127.0.0.1:$MOCK/v1; key kr2 sr2 rpm=3; }
+    conductor_model mr { r1 pr1; r2 pr2; }
+    conductor_model mr2 { r2 pr2; }
+    conductor_provider q1 { url http://127.0.0.1:$MOCK/v1; key kq "sq;gate" max_inflight=2; }
+    conductor_model mq { q1 pmq; }
+    conductor_client crew { key sk-crew; limit max_inflight=2; }
     conductor_client team { key sk-team; budget 0.000105 per=day; }
     conductor_redis redis://127.0.0.1:$rport/0 sync=0 timeout=200ms prefix=t072: on_failure=$on_failure;
     upstream conductor_backend { conductor_balancer keepalive=16; }
@@ -64,6 +74,17 @@ my $SERVER = <<"SERVER";
     }
     location /team/v1/ {
         conductor_auth on;
+        conductor_route;
+        include $env->{TEST_NGINX_CONF_DIR}/conductor_proxy.conf;
+    }
+    location /seq/v1/ {
+        conductor_strategy sequential;
+        conductor_route;
+        include $env->{TEST_NGINX_CONF_DIR}/conductor_proxy.conf;
+    }
+    location /q/v1/ {
+        conductor_auth on;
+        conductor_queue timeout=8s;
         conductor_route;
         include $env->{TEST_NGINX_CONF_DIR}/conductor_proxy.conf;
     }
@@ -158,6 +179,99 @@ my $more = chat(1, 'mb', body => $bb, path => '/team/v1/chat/completions',
 is $more->{status}, 429, 'then the budget refuses on the other node too';
 like $more->{body}, qr/budget/, 'naming the budget';
 
+# the fleet's count of a key's rpm window now (every bucket of the minute)
+sub fleet_rpm {
+    my ($name) = @_;
+    my $n = 0;
+    for my $k (split ' ', redis_cli($rport, [], 'KEYS', "t072:{key:$name}:w0:*")) {
+        my ($start) = $k =~ /:(\d+)$/;
+        $n += redis_cli($rport, [], 'GET', $k) if $start + 60 > time;
+    }
+    return $n;
+}
+
+# the mock's held streams released by a child in S seconds (never through
+# the harness's helpers there, which own the servers and stop them on exit)
+sub release_later {
+    my ($secs) = @_;
+    my $pid = fork // die "fork: $!";
+    return $pid if $pid;
+    Time::HiRes::sleep($secs);
+    eval { http_request('POST', '/__mock/release', {}, undef, port => $MOCK, await_log => 0) };
+    POSIX::_exit(0);
+}
+
+# ---- the fleet filled kt1 (rpm=3) from node B: node A, whose own counts
+# say kt1 has room, is refused by Redis and the next key (kt2) serves
+away_from_minute_edge(45);
+mock_clear();
+my @b = map { chat(1, 'mt', path => '/seq/v1/chat/completions') } 1 .. 3;
+is join(',', map { $_->{status} } @b), '200,200,200', 'node B: three requests on the sequential alias';
+is upstream('st1'), 3, 'node B: all three on kt1, its rpm=3 now full in Redis';
+my @a = map { chat(0, 'mt', path => '/seq/v1/chat/completions') } 1 .. 3;
+is join(',', map { $_->{status} } @a), '200,200,200', 'node A: three answers';
+is upstream('st1'), 3, 'node A sent none to kt1 (Redis refused it)';
+is upstream('st2'), 3, 'node A: kt2 served all three';
+is join(',', map { $_->{headers}{'x-conductor-key'} // '' } @a), 'kt2,kt2,kt2',
+    'X-Conductor-Key says kt2';
+is fleet_rpm('t1/kt1'), 3, 'kt1 stays at 3 in Redis: no overshoot, nothing left reserved';
+
+# ---- a retry's reservation is forced in Redis and counts fleet-wide:
+# kr1 answers 500, the retry goes to kr2 (rpm=3) without asking
+mock_clear();
+my $x = chat(0, 'mr', path => '/seq/v1/chat/completions');
+is $x->{status}, 200, 'kr1 answered 500, the retry on kr2 answered';
+is $x->{headers}{'x-conductor-attempts'}, 2, 'in two attempts';
+is upstream('sr2'), 1, 'kr2 got the retry';
+ok wait_for(sub { fleet_rpm('r2/kr2') == 1 }, timeout => 5, what => 'kr2 at 1 in Redis'),
+    "the retry is counted in kr2's window in Redis";
+ok wait_for(sub { fleet_inflight('r1/kr1') == 0 && fleet_inflight('r2/kr2') == 0 }, timeout => 5,
+            what => 'in flight 0'), 'both keys back to 0 in flight in Redis';
+$r = burst(5, '{"model":"mr2","messages":[]}', port => sub { $port[1] });
+$st = tally(map { $_->{status} } @$r);
+is $st->{200} // 0, 2, 'node B, 5 at once on kr2: 2 answers (the retry holds the third place)';
+is upstream('sr2'), 3, 'kr2 got 3 in all, its rpm';
+
+# ---- sync=0 and the queue: kq (max_inflight=2) held by two streams of
+# node A; node B's requests, in a location with a queue, wait (Redis
+# refuses them while the streams last) and are served once they end
+mock_clear();
+my $held = burst(2, '{"model":"mq","stream":true,"messages":[]}', gated => 1, port => sub { $port[0] });
+is tally(map { $_->{status} } @$held)->{200} // 0, 2, 'node A holds two streams on kq';
+is fleet_inflight('q1/kq'), 2, 'Redis counts them in flight';
+my $releaser = release_later(1.5);
+my $t0 = Time::HiRes::time();
+my $q = burst(2, '{"model":"mq","stream":true,"messages":[]}', path => '/q/v1/chat/completions',
+              headers => 'Authorization: Bearer sk-crew', gated => 1, port => sub { $port[1] });
+my $waited = Time::HiRes::time() - $t0;
+waitpid $releaser, 0;
+drain($held);
+$st = tally(map { $_->{status} } @$q);
+mock_release();
+drain($q);
+diag sprintf 'queue: node B %s after %.2fs', join(' ', map { "$_ x$st->{$_}" } sort keys %$st), $waited;
+is $st->{200} // 0, 2, "node B's two queued requests were served";
+ok $waited > 1.2, 'once the streams had ended';
+is upstream('sq;gate'), 4, 'four reached the provider in all';
+ok wait_for(sub { fleet_inflight('q1/kq') == 0 }, timeout => 5, what => 'kq at 0'),
+    'kq back to 0 in flight in Redis';
+
+# ---- and a client's fleet limit: crew (max_inflight=2) holds two streams
+# on node A; its request on node B waits in the queue, then is served
+mock_clear();
+$held = burst(2, '{"model":"mq","stream":true,"messages":[]}', gated => 1, path => '/q/v1/chat/completions',
+              headers => 'Authorization: Bearer sk-crew', port => sub { $port[0] });
+is tally(map { $_->{status} } @$held)->{200} // 0, 2, 'crew holds two streams on node A';
+$releaser = release_later(1.5);
+$t0 = Time::HiRes::time();
+$x = http_request('POST', '/q/v1/chat/completions', { Authorization => 'Bearer sk-crew' },
+                  '{"model":"mt","messages":[]}', port => $port[1], await_log => 0);
+$waited = Time::HiRes::time() - $t0;
+waitpid $releaser, 0;
+drain($held);
+is $x->{status}, 200, "crew's request on node B was served";
+ok $waited > 1.2, sprintf('after its streams ended (%.2fs)', $waited);
+
 # ---- Redis hung in the middle of load: nobody waits beyond timeout=
 mock_clear();
 my $stopper = fork // die;
@@ -179,7 +293,7 @@ is $slow{0} // 0, 0, 'on_failure=local: no request waited beyond timeout=';
 is $slow{1} // 0, 0, 'on_failure=refuse: nor there';
 is join(',', sort keys %{ $status{0} }), '200', 'node A (on_failure=local) answered every request';
 ok $status{1}{503}, 'node B (on_failure=refuse) refused some with 503';
-my $x = chat(1, 'mf');
+$x = chat(1, 'mf');
 is $x->{status}, 503, 'with Redis hung, node B answers 503';
 like $x->{body}, qr/^\{"error":\{"message":"[^"]*","type":"server_error"/, 'in the OpenAI dialect';
 like $x->{body}, qr/does not answer/, 'saying why';
