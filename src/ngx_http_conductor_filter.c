@@ -14,6 +14,8 @@
 static ngx_int_t ngx_http_conductor_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_conductor_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_conductor_body_pass(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static ngx_int_t ngx_http_conductor_observe(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx);
 static ngx_int_t ngx_http_conductor_observe_stream(ngx_http_request_t *r,
@@ -185,8 +187,52 @@ ngx_http_conductor_header_filter(ngx_http_request_t *r)
 }
 
 
+/*
+ * The answer's last buffer settles the request: its key and client are
+ * free, its tokens and cost counted, when the provider is done, not when
+ * nginx is done with the connection (the LOG phase waits for a lingering
+ * close, up to lingering_timeout, or for a client that keeps the
+ * connection open).  Only once the upstream has let the attempt go (its
+ * winner is known): a stream cut ends inside the upstream's read, before
+ * that, and then nginx closes the request at once.  An answer that never
+ * ends (the client went away) is settled in the LOG phase.
+ */
+
 static ngx_int_t
 ngx_http_conductor_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 last;
+    ngx_chain_t               *cl;
+    ngx_http_conductor_ctx_t  *ctx;
+
+    last = 0;
+
+    if (r == r->main) {
+        for (cl = in; cl; cl = cl->next) {
+            if (cl->buf->last_buf) {
+                last = 1;
+                break;
+            }
+        }
+    }
+
+    rc = ngx_http_conductor_body_pass(r, in);
+
+    if (last && rc != NGX_ERROR) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
+
+        if (ctx && ctx->winner) {
+            (void) ngx_http_conductor_log_handler(r);
+        }
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_conductor_body_pass(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_chain_t               *cl;
     ngx_http_conductor_ctx_t  *ctx;
