@@ -2,6 +2,7 @@
 #
 #   make            build the module into $(BUILD)
 #   make run        start the gateway on 127.0.0.1:8000 with conf/conductor.conf
+#                   (PORT=, MOCK_PORT= for other ports, RUNDIR= its folder)
 #   make test       unit tests + the whole prove suite
 #   make valgrind   the prove suite with nginx under valgrind
 #   make fuzz       the libFuzzer targets, bounded in time
@@ -13,6 +14,9 @@ BUILD    ?= $(CURDIR)/build
 NGX_SRC  ?= /usr/share/nginx/src
 MODULE   := $(BUILD)/ngx_http_conductor_module.so
 RUNDIR   ?= $(BUILD)/run
+# make run: the gateway's and the embedded mock's ports on 127.0.0.1
+PORT      ?= 8000
+MOCK_PORT ?= 8001
 
 CC       ?= cc
 FUZZ_SECONDS ?= 30
@@ -77,14 +81,22 @@ unit: $(UNIT_BIN)
 
 deps:
 	cd t/sdk && npm ci --no-audit --no-fund --loglevel=error
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
 
+# conductor.conf's 127.0.0.1:8000 (the gateway) and :8001 (the mock) become
+# PORT and MOCK_PORT; `t` ends a line's edits once the first has matched
 run: build
 	mkdir -p $(RUNDIR)/logs $(RUNDIR)/conf
 	cp conf/*.conf $(RUNDIR)/conf/
-	sed -i 's|^load_module .*|load_module $(MODULE);|' $(RUNDIR)/conf/conductor.conf
+	sed -i -e 's|^load_module .*|load_module $(MODULE);|' \
+	    -e 's|127\.0\.0\.1:8000\b|127.0.0.1:$(PORT)|g;t' \
+	    -e 's|127\.0\.0\.1:8001\b|127.0.0.1:$(MOCK_PORT)|g' \
+	    -e 's|localhost:8000\b|localhost:$(PORT)|g' \
+	    $(RUNDIR)/conf/conductor.conf
 	nginx -p $(RUNDIR) -c conf/conductor.conf
-	@echo "gateway on http://127.0.0.1:8000 (stop: make stop)"
+	@echo "gateway on http://127.0.0.1:$(PORT) (stop: make stop)"
 
+# the nginx of RUNDIR (PORT and MOCK_PORT play no part: it has its pid file)
 stop:
 	-kill -QUIT $$(cat $(RUNDIR)/logs/nginx.pid)
 
