@@ -21,27 +21,9 @@ my $sdk  = "$root/t/sdk";
 my $log  = "$env->{TEST_NGINX_SERVROOT}/sdk";
 mkdir $log;
 
-sub run_logged {    # run_logged(\@argv, $logfile, %env) -> exit status, output
-    my ($argv, $file, %extra) = @_;
-    my $pid = fork // die "fork: $!\n";
-    if (!$pid) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', $file or POSIX::_exit(126);
-        open STDERR, '>&', \*STDOUT or POSIX::_exit(126);
-        chdir $sdk or POSIX::_exit(126);
-        $ENV{$_} = $extra{$_} for keys %extra;
-        exec { $argv->[0] } @$argv or POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    my $status = $?;
-    open my $fh, '<', $file or return ($status, '');
-    local $/;
-    return ($status, scalar <$fh> // '');
-}
-
 # ---------------------------------------------------------------- node, npm
 
-my ($node_status, $node_version) = run_logged([qw(node --version)], "$log/node-version.log");
+my ($node_status, $node_version) = run_logged([qw(node --version)], "$log/node-version.log", dir => $sdk);
 plan skip_all => "node is not installed (the SDK tests need node >= 20)" if $node_status;
 my ($major) = $node_version =~ /^v(\d+)\./;
 plan skip_all => "node $node_version is too old: the SDK tests need node >= 20"
@@ -49,7 +31,7 @@ plan skip_all => "node $node_version is too old: the SDK tests need node >= 20"
 
 unless (-d "$sdk/node_modules/openai" && -d "$sdk/node_modules/\@anthropic-ai/sdk") {
     my ($st, $out) = run_logged(
-        [qw(timeout 600 npm ci --no-audit --no-fund --loglevel=error)], "$log/npm-ci.log");
+        [qw(timeout 600 npm ci --no-audit --no-fund --loglevel=error)], "$log/npm-ci.log", dir => $sdk);
     if ($st) {
         my @lines = grep {/\S/} split /\n/, $out;
         my @why = grep {/\b(?:code|errno|request to|network|E[A-Z]{4,})\b/} @lines;
@@ -165,7 +147,7 @@ for my $file (@files) {
     (my $name = $file) =~ s{.*/}{};
     my ($st, $out) = run_logged(
         ['timeout', '300', 'node', '--test', '--test-reporter=tap', $file],
-        "$log/$name.tap", %node_env);
+        "$log/$name.tap", dir => $sdk, env => \%node_env);
     my %count = $out =~ /^# (tests|pass|fail|cancelled|skipped|todo) (\d+)$/mg;
     my $summary = join ', ', map { "$_ " . ($count{$_} // '?') } qw(tests pass fail cancelled);
     my $ok = ok($st == 0 && ($count{tests} // 0) > 0 && !$count{fail} && !$count{cancelled},

@@ -22,7 +22,7 @@ our @EXPORT = qw(
     harness_env start_mock stop_mock mock_requests mock_clear mock_release
     start_nginx stop_nginx nginx_running nginx_pid error_log_since_start
     http_request http_stream_open parse_sse sse_blocks block_json usage_only
-    wait_for status_report status_wait
+    wait_for status_report status_wait run_logged
     burst drain tally away_from_minute_edge
 );
 
@@ -153,10 +153,24 @@ sub _spawn {
     open STDOUT, '>>', $a{output} or POSIX::_exit(126);
     open STDERR, '>&', \*STDOUT or POSIX::_exit(126);
     setpgrp(0, 0) if $a{own_group};    # so a terminal ^C does not hit it first
-    $ENV{$_} = $a{env}{$_} for keys %{ $a{env} || {} };
+    chdir $a{dir} or POSIX::_exit(126) if defined $a{dir};
+    # an undef value takes the variable out
+    defined $a{env}{$_} ? ($ENV{$_} = $a{env}{$_}) : delete $ENV{$_} for keys %{ $a{env} || {} };
     { no warnings "exec"; exec { $a{argv}[0] } @{ $a{argv} }; }
     print STDERR "exec $a{argv}[0]: $!\n";
     POSIX::_exit(127);
+}
+
+# run_logged(\@argv, $file, dir => D, env => {NAME => value}): runs a
+# command to its end, stdin from /dev/null, stdout and stderr to $file;
+# returns its wait status and that output
+sub run_logged {
+    my ($argv, $file, %o) = @_;
+    unlink $file;
+    my $pid = _spawn(argv => $argv, output => $file, dir => $o{dir}, env => $o{env});
+    waitpid $pid, 0;
+    my $status = $?;
+    return ($status, _slurp($file));
 }
 
 # is a process alive? (a zombie is not, even though kill 0 still finds it)
