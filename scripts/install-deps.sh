@@ -14,6 +14,7 @@ packages=(
     nodejs npm                                   # mock provider, SDK tests
     wrk valgrind curl ca-certificates openssl            # bench, sanitizer run
     chromium                                     # the status page test
+    jq python3-httpx                             # examples/ (curl, python)
 )
 
 missing=()
@@ -41,7 +42,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# the SDK tests' node packages (package-lock.json pins them)
-if [ ! -d t/sdk/node_modules ]; then
-    (cd t/sdk && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# the SDK tests' and the examples' node packages (package-lock.json pins
+# them: the same versions)
+for d in t/sdk examples/node; do
+    if [ ! -d $d/node_modules ]; then
+        (cd $d && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+done
