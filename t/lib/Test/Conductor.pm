@@ -22,7 +22,7 @@ our @EXPORT = qw(
     harness_env start_mock stop_mock mock_requests mock_clear mock_release
     start_nginx stop_nginx nginx_running nginx_pid error_log_since_start
     http_request http_stream_open parse_sse sse_blocks block_json usage_only
-    wait_for status_report status_wait run_logged
+    wait_for status_report status_wait run_logged route_location
     burst drain tally away_from_minute_edge
 );
 
@@ -159,6 +159,19 @@ sub _spawn {
     { no warnings "exec"; exec { $a{argv}[0] } @{ $a{argv} }; }
     print STDERR "exec $a{argv}[0]: $!\n";
     POSIX::_exit(127);
+}
+
+# route_location('/v1/', auth => 1): a location that routes with the
+# shipped proxy snippet, asking for a client key with auth
+sub route_location {
+    my ($path, %o) = @_;
+    my $auth = $o{auth} ? "\n        conductor_auth on;" : '';
+    return <<"LOC";
+    location $path {$auth
+        conductor_route;
+        include $ROOT/conf/conductor_proxy.conf;
+    }
+LOC
 }
 
 # run_logged(\@argv, $file, dir => D, env => {NAME => value}): runs a
