@@ -15,6 +15,7 @@ packages=(
     wrk valgrind curl ca-certificates openssl            # bench, sanitizer run
     chromium                                     # the status page test
     jq python3-httpx                             # examples/ (curl, python)
+    prometheus                                   # t/086: promtool, the queries
 )
 
 missing=()
