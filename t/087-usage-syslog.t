@@ -89,6 +89,7 @@ my $r4 = http_request(POST => '/v1/chat/completions', { Authorization => 'Bearer
 is_deeply [ map { $_->{status} } $r1, $r2, $r3, $r4 ], [200, 200, 200, 401], 'the four answers';
 
 my @got = receive(4);
+note "a datagram: $got[0]" if @got;
 is scalar @got, 4, 'four datagrams, one a request';
 my @lines = map { syslog_line($_) } @got;
 is scalar(grep { $_ && $_->{json} } @lines), 4, 'each an RFC 3164 line whose message is JSON'
