@@ -16,6 +16,7 @@ packages=(
     chromium                                     # the status page test
     jq python3-httpx                             # examples/ (curl, python)
     prometheus                                   # t/086: promtool, the queries
+    python3-yaml                                 # bin/conductor-convert
 )
 
 missing=()
