@@ -306,10 +306,8 @@ providers:
         api_key: other-route
   unused:
     enabled: false
-    base_url: http://127.0.0.1:$dead/v1
     keys:
       - name: u1
-        api_key: unused-route
 YAML
 
 start_mock();
@@ -317,7 +315,7 @@ start_mock();
 subtest 'routed through nginx: upstream model and key per provider, built-in names, quoting' => sub {
     my ($dir, $r) = convert_yaml('route', $route_yaml);
     like $r->{err}, qr/^conductor-convert: note: \S+: line \d+: provider unused left out \(enabled: false\)$/m,
-        'a disabled provider is left out, with a note';
+        'a disabled provider is left out, with a note (it needs no base_url, its key no api_key)';
     unlike $r->{out}, qr/conductor_provider unused/, 'not in the output';
     my $pidfile = nginx_start($dir, "$dir/nginx.conf");
 
@@ -389,7 +387,8 @@ subtest 'requests_per_minute holds; max_retries 0; request_timeout' => sub {
     my ($dir, $r) = convert_yaml('limits0', limits_yaml(0));
     like $r->{out}, qr/key  l1 file=\S+\s+rpm=3;/, 'rpm=3';
     like $r->{out}, qr/proxy_read_timeout 1s;/, 'request_timeout 1: proxy_read_timeout 1s';
-    like $r->{out}, qr/conductor_retries 0;/, 'conductor_retries 0';
+    like $r->{out}, qr/^    conductor_retries 0;$/m, 'conductor_retries 0';
+    like $r->{out}, qr/^    conductor_strategy sequential;$/m, 'conductor_strategy sequential';
     my $pidfile = nginx_start($dir, "$dir/nginx.conf");
 
     away_from_minute_edge();
