@@ -81,13 +81,29 @@ print('%d %d' % (t[len(t) // 2] * 1e6, t[int(len(t) * 0.99)] * 1e6))
 PY
 }
 
+# Redis's own time for the scripts, from INFO commandstats (microseconds
+# spent in EVALSHA, calls): what a request costs the Redis server, apart
+# from the round trip and the machine's scheduling
+script_time() {
+    redis-cli -p "$RPORT" info commandstats | tr -d '\r' \
+        | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2/p'
+}
+
 for mode in "" "sync=100ms" "sync=0"; do
     conf "$mode"
     "$NGINX" -p "$RUN/" -c conf/nginx.conf
     pid=$(cat "$RUN/logs/nginx.pid")
     sleep 1.2
+    redis-cli -p "$RPORT" config resetstat >/dev/null
     read -r p50 p99 < <(measure)
-    printf '%-12s p50 %6d us   p99 %6d us\n' "${mode:-no redis}" "$p50" "$p99"
+    printf '%-12s p50 %6d us   p99 %6d us' "${mode:-no redis}" "$p50" "$p99"
+    read -r calls usec < <(script_time; echo "0 0")
+    if [ "$mode" = "sync=0" ] && [ "${calls:-0}" -gt 0 ]; then
+        awk -v c="$calls" -v u="$usec" -v n="$((N + 200))" 'BEGIN {
+            printf "   Redis: %d script calls, %.1f us each, %.1f us a request",
+                   c, u / c, u / n }'
+    fi
+    echo
     kill -QUIT "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     pid=
