@@ -7,6 +7,7 @@
 #   make valgrind   the prove suite with nginx under valgrind
 #   make fuzz       the libFuzzer targets, bounded in time
 #   make bench      wrk: plain proxy_pass against the gateway
+#   make deb        the Debian package, into $(BUILD) (debian/, README)
 
 SHELL    := /bin/bash
 SRC      := $(CURDIR)
@@ -130,6 +131,19 @@ install: build
 
 clean:
 	rm -rf $(BUILD)
+
+# the Debian package, libnginx-mod-http-conductor_VERSION_ARCH.deb, built
+# by dpkg-buildpackage from a copy of the tree in $(BUILD)/deb
+DEB_VERSION := $(shell sed -n 's/^\#define NGX_HTTP_CONDUCTOR_VERSION *"\(.*\)"/\1/p' \
+                         src/ngx_http_conductor_status.c)
+DEB := $(BUILD)/libnginx-mod-http-conductor_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
+
+.PHONY: deb
+deb: $(DEB)
+
+$(DEB): $(MODULE_SOURCES) $(wildcard conf/*.conf debian/* debian/*/* bin/*) \
+        README.md scripts/build-deb.sh
+	scripts/build-deb.sh $(BUILD)
 
 # callgrind: instructions per streamed byte and per request, plain proxy_pass
 # against the gateway (bench/callgrind.sh, 1-2 minutes)

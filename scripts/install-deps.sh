@@ -17,6 +17,7 @@ packages=(
     jq python3-httpx                             # examples/ (curl, python)
     prometheus                                   # t/086: promtool, the queries
     python3-yaml                                 # bin/conductor-convert
+    build-essential debhelper lintian            # make deb, its test
 )
 
 missing=()
