@@ -123,6 +123,7 @@ bench: build
 # the module where the distribution's nginx loads modules from, and the
 # snippet, log format and prices beside nginx.conf (never overwritten)
 install: build
+	install -d $(MODULES_DIR)
 	install -m 644 $(MODULE) $(MODULES_DIR)/
 	for f in conductor_proxy.conf conductor_log.conf pricing.conf; do \
 	    [ -e $(CONF_DIR)/$$f ] || install -m 644 conf/$$f $(CONF_DIR)/; \
@@ -141,7 +142,7 @@ DEB := $(BUILD)/libnginx-mod-http-conductor_$(DEB_VERSION)_$(shell dpkg --print-
 .PHONY: deb
 deb: $(DEB)
 
-$(DEB): $(MODULE_SOURCES) $(wildcard conf/*.conf debian/* debian/*/* bin/*) \
+$(DEB): $(MODULE_SOURCES) $(wildcard conf/*.conf debian/* debian/*/* bin/* man/*) \
         README.md scripts/build-deb.sh
 	scripts/build-deb.sh $(BUILD)
 

@@ -22,10 +22,12 @@ rm -rf "$stage"
 mkdir -p "$src"
 
 # what the package is built from: the module, its snippets, docs, packaging
-# and whichever scripts bin/ holds
+# and whichever scripts bin/ (and their pages man/) hold
 cp -a config ngx_http_conductor_module.c src conf debian Makefile README.md \
       "$src/"
-[ -d bin ] && cp -a bin "$src/"
+for d in bin man; do
+    if [ -d "$d" ]; then cp -a "$d" "$src/"; fi
+done
 
 (cd "$src" && dpkg-buildpackage -b -uc -us) > "$stage/build.log" 2>&1 || {
     tail -40 "$stage/build.log"
