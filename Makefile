@@ -135,8 +135,7 @@ clean:
 
 # the Debian package, libnginx-mod-http-conductor_VERSION_ARCH.deb, built
 # by dpkg-buildpackage from a copy of the tree in $(BUILD)/deb
-DEB_VERSION := $(shell sed -n 's/^\#define NGX_HTTP_CONDUCTOR_VERSION *"\(.*\)"/\1/p' \
-                         src/ngx_http_conductor_status.c)
+DEB_VERSION := $(shell debian/module-version)
 DEB := $(BUILD)/libnginx-mod-http-conductor_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
 
 .PHONY: deb

@@ -10,8 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(mkdir -p "${1:-$root/build}" && cd "${1:-$root/build}" && pwd)
 cd "$root"
 
-version=$(sed -n 's/^#define NGX_HTTP_CONDUCTOR_VERSION *"\(.*\)"/\1/p' \
-          src/ngx_http_conductor_status.c)
+version=$(debian/module-version)
 arch=$(dpkg --print-architecture)
 name=libnginx-mod-http-conductor
 deb="${name}_${version}_${arch}.deb"

@@ -38,7 +38,35 @@ sub sh { my $out = `@_ 2>&1`; return ($? >> 8, $out) }
 sub status_of { my $s = `dpkg-query -W -f='\${Status}' $PKG 2>/dev/null`; return $s }
 # installed in any way (not "not-installed", nor unknown to dpkg)
 sub present { return status_of() =~ /(?<!not-)installed|config-files|unpacked|half-/ }
+# dpkg, again while another apt or dpkg holds its lock
+sub dpkg {
+    my ($rc, $out);
+    for (1 .. 60) {
+        ($rc, $out) = sh("dpkg @_");
+        last unless $rc && $out =~ /lock/;
+        sleep 2;
+    }
+    return ($rc, $out);
+}
 sub paths { return map { chomp; $_ } `find @_ 2>/dev/null | sort` }
+
+# built before the machine is taken (below), reported once it is
+my ($make_rc, $make_out) = (0, '');
+my $deb = $ENV{TEST_DEB};
+unless ($deb) {
+    ($make_rc, $make_out) = sh("make -s -C $root deb");
+    ($deb) = $make_out =~ m{^(\S+\.deb)$}m;
+    $deb //= (glob "$root/build/${PKG}_*.deb")[0];
+}
+
+# one run at a time on this machine (other checkouts' `make test` run this
+# file too): an flock on /etc/nginx itself, so no lock file is left behind
+use Fcntl qw(:flock O_RDONLY);
+sysopen my $machine_lock, '/etc/nginx', O_RDONLY or die "/etc/nginx: $!\n";
+unless (flock $machine_lock, LOCK_EX | LOCK_NB) {
+    diag 'another run of t/080-deb.t holds the machine: waiting for it';
+    flock $machine_lock, LOCK_EX or die "flock /etc/nginx: $!\n";
+}
 
 # what the machine holds before: the test must leave exactly that
 my @WATCH = qw(/etc/nginx /usr/lib/nginx /usr/share/nginx/modules-available
@@ -53,31 +81,23 @@ for my $f (@CONFFILES, $SO, $LINK, "$LINK.removed") {
         if -e $f || -l $f;
 }
 
-my $deb = $ENV{TEST_DEB};
-unless ($deb) {
-    my ($rc, $out) = sh("make -s -C $root deb");
-    is $rc, 0, 'make deb' or diag $out;
-    ($deb) = $out =~ m{^(\S+\.deb)$}m;
-    $deb //= (glob "$root/build/${PKG}_*.deb")[0];
-}
+is $make_rc, 0, 'make deb' or diag $make_out;
 ok $deb && -f $deb, "the package: " . ($deb // 'none') or BAIL_OUT('no .deb to test');
 
 my $prefix = "$env->{TEST_NGINX_SERVROOT}-pkg";
-my $nginx_pid;
+my ($nginx_pid, $ours);
 
 END {
     local $?;    # the test's exit status, not that of the commands here
     kill 'QUIT', $nginx_pid if $nginx_pid && kill 0, $nginx_pid;
-    # whatever happened above: no trace of the package on this machine
-    if ($> == 0 && present()) {
-        system("dpkg -P $PKG >/dev/null 2>&1");
-    }
+    # whatever happened after our install: no trace of the package is left
+    dpkg("-P $PKG") if $ours && present();
     File::Path::remove_tree($prefix) if $prefix;
 }
 
 # ---------------------------------------------------------------- the .deb
 
-my (undef, $version) = sh(qq{sed -n 's/^#define NGX_HTTP_CONDUCTOR_VERSION *"\\(.*\\)"/\\1/p' $root/src/ngx_http_conductor_status.c});
+my (undef, $version) = sh("cd $root && debian/module-version");
 chomp $version;
 my (undef, $arch) = sh('dpkg --print-architecture');
 chomp $arch;
@@ -144,7 +164,8 @@ my ($rc, $out) = sh("dpkg-query -L $PKG");
 isnt $rc, 0, 'dpkg -L: not installed before';
 
 my $pid_file_before = -e '/run/nginx.pid';
-($rc, $out) = sh("dpkg -i $deb");
+$ours = 1;
+($rc, $out) = dpkg("-i $deb");
 is $rc, 0, 'dpkg -i' or diag $out;
 like status_of(), qr/install ok installed/, 'installed';
 
@@ -280,14 +301,14 @@ undef $nginx_pid;
 
 # an admin who disabled the module keeps it disabled over a reinstall
 unlink $LINK;
-($rc, $out) = sh("dpkg -i $deb");
+($rc, $out) = dpkg("-i $deb");
 is $rc, 0, 'reinstall' or diag $out;
 ok !-l $LINK, 'a reinstall does not re-enable a module the admin disabled';
 symlink $AVAIL, $LINK or die "$LINK: $!";
 
 # remove: out of the configuration; the name it leaves aside brings it back
 # on the next install (Debian's modules do the same)
-($rc, $out) = sh("dpkg -r $PKG");
+($rc, $out) = dpkg("-r $PKG");
 is $rc, 0, 'dpkg -r' or diag $out;
 like status_of(), qr/deinstall ok config-files/, 'removed, its conffiles kept';
 ok !-e $SO, 'remove: the .so is gone';
@@ -297,15 +318,15 @@ ok -f $_, "remove keeps the conffile $_" for @CONFFILES;
 ($rc, $out) = sh("$NGINX -t");
 is $rc, 0, 'nginx -t after remove' or diag $out;
 
-($rc, $out) = sh("dpkg -i $deb");
+($rc, $out) = dpkg("-i $deb");
 is $rc, 0, 'install after remove' or diag $out;
 is readlink($LINK), $AVAIL, 'an install after a remove enables it again';
-($rc, $out) = sh("dpkg -r $PKG");
+($rc, $out) = dpkg("-r $PKG");
 is $rc, 0, 'dpkg -r again' or diag $out;
 
 # ---------------------------------------------------------------- purge
 
-($rc, $out) = sh("dpkg -P $PKG");
+($rc, $out) = dpkg("-P $PKG");
 is $rc, 0, 'dpkg -P' or diag $out;
 ok !present(), 'purged: dpkg has no trace of it' or diag status_of();
 ($rc, $out) = sh("dpkg-query -L $PKG");
