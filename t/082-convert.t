@@ -410,7 +410,7 @@ subtest 'max_retries 1: the next key answers' => sub {
     my ($dir) = convert_yaml('limits1', limits_yaml(1));
     my $pidfile = nginx_start($dir, "$dir/nginx.conf");
     mock_clear();
-    is chat('"flaky"')->{status}, 200, '200';
+    is chat('"flaky"')->{status}, 200, 'the retry on the next key answers 200';
     is_deeply [ map { $_->{key} } @{ mock_requests() } ], ['bad-key;status=503', 'good-key'], 'two attempts';
     nginx_stop($pidfile);
 };
