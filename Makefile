@@ -8,6 +8,7 @@
 #   make fuzz       the libFuzzer targets, bounded in time
 #   make bench      wrk: plain proxy_pass against the gateway
 #   make deb        the Debian package, into $(BUILD) (debian/, README)
+#   make docker     the container image; make docker-test runs it (podman)
 
 SHELL    := /bin/bash
 SRC      := $(CURDIR)
@@ -156,3 +157,13 @@ bench-instructions: build
 .PHONY: bench-clients
 bench-clients: build
 	bench/clients.sh
+
+# the container image (docker/Dockerfile: the .deb on debian:bookworm-slim)
+# with podman on the project's own storage in $(BUILD)/docker, and its test
+# (docker/test.sh: built and run with each CONDUCTOR_* variable)
+.PHONY: docker docker-test
+docker:
+	DOCKER_DIR=$(BUILD)/docker docker/podman.sh build
+
+docker-test:
+	DOCKER_DIR=$(BUILD)/docker docker/test.sh

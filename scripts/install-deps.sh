@@ -10,6 +10,7 @@ packages=(
     nginx nginx-dev                              # the distribution's nginx
     libjansson-dev libhiredis-dev                # the module's libraries
     redis-server redis-tools                     # fleet tests (redis-cli)
+    podman runc slirp4netns debootstrap          # make docker-test
     libtest-base-perl                            # the t/lib harness
     nodejs npm                                   # mock provider, SDK tests
     wrk valgrind curl ca-certificates openssl            # bench, sanitizer run
