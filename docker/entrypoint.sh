@@ -141,7 +141,8 @@ convert_yaml() {
         mkdir -p -m 0700 "$RUN/secrets"
         args=(--secrets-dir "$RUN/secrets")
     fi
-    if ! "$convert" "${args[@]}" "$CONFIG" > "$out.tmp"; then
+    if ! "$convert" --listen "$LISTEN" "${args[@]}" "$CONFIG" > "$out.tmp"
+    then
         fail "CONDUCTOR_CONFIG_PATH=$CONFIG: conductor-convert refused it (above)"
     fi
     mv "$out.tmp" "$out"
@@ -149,6 +150,12 @@ convert_yaml() {
 }
 
 make_conf() {
+    local mask
+
+    # the copy holds what the user's file holds, keys written in it too:
+    # for root only, as the secrets files are
+    mask=$(umask)
+    umask 077
     rm -rf "$RUN/conf" "$RUN/listen.txt"
     mkdir -p "$RUN/conf" "$RUN/logs"
     # the shipped configurations' relative logs are the container's
@@ -176,15 +183,18 @@ make_conf() {
     rewrite_conf "$SOURCE" "$MAIN"
     link_folder "$(dirname "$SOURCE")" "$SOURCE"
 
-    if [ -z "$CONFIG" ]; then
-        # the default's mock listens on 127.0.0.1:8001: off our port
-        if [ "$PORT" = 8001 ]; then
-            sed -i 's/127\.0\.0\.1:8001\b/127.0.0.1:8002/' "$MAIN"
-        fi
-        # its status page is for 127.0.0.1; through a port map the host
-        # comes from the container network's gateway, a private address
-        sed -i 's|^\([[:space:]]*\)allow 127\.0\.0\.1;|\1allow 127.0.0.1; allow ::1; allow 10.0.0.0/8; allow 172.16.0.0/12; allow 192.168.0.0/16; allow fc00::/7;|' "$MAIN"
+    # the default's mock listens on 127.0.0.1:8001: off our port
+    if [ -z "$CONFIG" ] && [ "$PORT" = 8001 ]; then
+        sed -i 's/127\.0\.0\.1:8001\b/127.0.0.1:8002/' "$MAIN"
     fi
+    # the status page of the configurations written for the user (the
+    # default, a converted one) is for loopback; through a port map the
+    # host comes from the container network's gateway, a private address
+    if [ "$SOURCE" != "$CONFIG" ]; then
+        sed -i 's|^\([[:space:]]*\)allow 127\.0\.0\.1;|\1allow 127.0.0.1; allow 10.0.0.0/8; allow 172.16.0.0/12; allow 192.168.0.0/16; allow fc00::/7;|' "$MAIN"
+    fi
+
+    umask "$mask"
 
     GLOBALS="error_log stderr $NGX_LEVEL;"
     if ! grep -Eq '^[[:space:]]*(load_module[[:space:]].*ngx_http_conductor_module|include[[:space:]].*modules-enabled)' "$MAIN"
