@@ -145,6 +145,21 @@ once() {
     echo $? > "$TMP/$name.rc"
 }
 
+# refused NAME WHAT TEXT...: the run of once NAME ended non-zero and its
+# stderr says every TEXT
+refused() {
+    local name=$1 what=$2 rc t
+    shift 2
+    rc=$(cat "$TMP/$name.rc")
+    for t in "$@"; do
+        contains "$TMP/$name.err" "$t" || rc="$rc, without \"$t\""
+    done
+    case $rc in
+        0*|124*|*without*) not_ok "$what" "exit $rc" "$(cat "$TMP/$name.err")" ;;
+        *)                 ok "$what (exit $rc)" ;;
+    esac
+}
+
 # --- the image ---------------------------------------------------------------
 
 echo "# building the base image (cached) and $DOCKER_IMAGE"
@@ -341,47 +356,133 @@ check "a mounted conf: its first listen 127.0.0.1:8080 becomes 0.0.0.0:8000" \
     contains "$TMP/mounted.err" "listen 0.0.0.0:8000 (its first listen was 127.0.0.1:8080)"
 check "a mounted conf: its error_log replaced by stderr" \
     contains "$TMP/mounted.err" "[notice]"
+mode=$(podman exec "$PFX-mounted" stat -c '%a' /run/conductor/conf \
+           /run/conductor/conf/mounted.conf 2>&1 | tr '\n' ' ')
+check "a mounted conf: the copy nginx reads (keys and all) is root's only ($mode)" \
+    test "$mode" = "700 600 "
+
+# SIGHUP: the configuration written again from the mounted file (nginx
+# itself would read the old copy), tested, then nginx reloads
+sed -i 's/^    include mounted-models.conf;/&\n    conductor_model reloaded { mounted-mock mock-reloaded; }/' \
+    "$TMP/conf/mounted.conf"
+podman kill -s HUP "$PFX-mounted" > /dev/null
+for i in $(seq 1 40); do
+    models=$(curl -s -m 5 "http://127.0.0.1:$P6/v1/models")
+    [[ $models == *'"reloaded"'* ]] && break
+    sleep 0.25
+done
+if [[ $models == *'"reloaded"'* ]] && running mounted; then
+    ok "SIGHUP: the mounted conf read again, its new alias served"
+else
+    logs mounted
+    not_ok "SIGHUP: the mounted conf read again" "$models" \
+        "$(tail -20 "$TMP/mounted.err")"
+fi
 
 # --- 5. a Conductor config.yaml, converted at start --------------------------
+
+# its one provider is down (nothing listens on 127.0.0.1:8109): the
+# requests are routed there, fail over to nothing and are counted
+YAML_KEY=sk-yaml-$$-$RANDOM$RANDOM
+cat > "$TMP/conf/config.yaml" <<EOF
+conductor:
+  scheduling_strategy: round_robin
+  request_timeout: 30
+  max_retries: 1
+models:
+  docker-alias:
+    yamlprov: "upstream-model"
+providers:
+  yamlprov:
+    enabled: true
+    base_url: http://127.0.0.1:8109/v1
+    keys:
+      - name: key-1
+        api_key: $YAML_KEY
+        requests_per_minute: 30
+        tokens_per_minute: 60000
+EOF
+# the same without api_key, for CONDUCTOR_SECRETS=env
+grep -v 'api_key' "$TMP/conf/config.yaml" > "$TMP/conf/env.yaml"
+# an unknown field on line 4
+sed '4s/.*/  max_retry: 1/' "$TMP/conf/config.yaml" > "$TMP/conf/broken.yaml"
 
 if podman run --rm --network=none --entrypoint sh "$DOCKER_IMAGE" \
        -c 'command -v conductor-convert' > /dev/null 2>&1
 then
-    echo "# conductor-convert is in the image: the config.yaml tests"
-    YAML_TESTS=1
+    P9=$(free_port)
+    start yaml "${MOUNT[@]}" -e CONDUCTOR_CONFIG_PATH=/etc/conductor/config.yaml \
+        -p "127.0.0.1:$P9:8000"
+    ready yaml "$P9"
+    models=$(curl -s -m 10 "http://127.0.0.1:$P9/v1/models")
+    health=$(curl -s -m 10 "http://127.0.0.1:$P9/health")
+    body=$(chat "$P9" docker-alias)
+    status=$(curl -s -m 10 "http://127.0.0.1:$P9/conductor/status")
+    mode=$(podman exec "$PFX-yaml" stat -c '%a %U' \
+               /run/conductor/secrets/yamlprov/key-1 2>&1)
+    logs yaml
+    if [[ $models == *'"docker-alias"'* && $health == *'"healthy"'* \
+          && $status == *'"yamlprov"'* && $status == *'"key-1"'* ]]
+    then
+        ok "CONDUCTOR_CONFIG_PATH=config.yaml: converted and served (its alias, /health, its provider and key in the status)"
+    else
+        not_ok "CONDUCTOR_CONFIG_PATH=config.yaml: converted and served" \
+            "models: $models" "health: $health" "$(cat "$TMP/yaml.err")"
+    fi
+    if [[ $body == *'"error"'* ]] && contains "$TMP/yaml.err" "127.0.0.1:8109"; then
+        ok "config.yaml: a chat request routed to its provider (down here: an error in the dialect)"
+    else
+        not_ok "config.yaml: a chat request routed to its provider" "$body"
+    fi
+    if [ "$mode" = "600 root" ] && lacks "$TMP/yaml.err" "$YAML_KEY" \
+       && lacks "$TMP/yaml.out" "$YAML_KEY" && [[ $status != *"$YAML_KEY"* ]]
+    then
+        ok "config.yaml: its api_key in a 0600 file, in no log line nor the status"
+    else
+        not_ok "config.yaml: its api_key in a 0600 file, in no log line" \
+            "secret file: $mode" "$(grep -F "$YAML_KEY" "$TMP"/yaml.* | head -3)"
+    fi
+
+    ENV_KEY=sk-yaml-env-$$-$RANDOM$RANDOM
+    P10=$(free_port)
+    start yamlenv "${MOUNT[@]}" -e CONDUCTOR_CONFIG_PATH=/etc/conductor/env.yaml \
+        -e CONDUCTOR_SECRETS=env -e YAMLPROV_KEY_1="$ENV_KEY" \
+        -e CONDUCTOR_LOG_LEVEL=DEBUG -p "127.0.0.1:$P10:8000"
+    ready yamlenv "$P10"
+    models=$(curl -s -m 10 "http://127.0.0.1:$P10/v1/models")
+    chat "$P10" docker-alias > /dev/null
+    logs yamlenv
+    if [[ $models == *'"docker-alias"'* ]] && contains "$TMP/yamlenv.err" "[debug]" \
+       && lacks "$TMP/yamlenv.err" "$ENV_KEY" && lacks "$TMP/yamlenv.out" "$ENV_KEY"
+    then
+        ok "config.yaml, CONDUCTOR_SECRETS=env: its key from YAMLPROV_KEY_1, served, in no log line (DEBUG)"
+    else
+        not_ok "config.yaml, CONDUCTOR_SECRETS=env: served, the key in no log line" \
+            "models: $models" "$(grep -F "$ENV_KEY" "$TMP"/yamlenv.* | head -3)" \
+            "$(tail -20 "$TMP/yamlenv.err")"
+    fi
+
+    once badyaml "${MOUNT[@]}" -e CONDUCTOR_CONFIG_PATH=/etc/conductor/broken.yaml
+    refused badyaml "a broken config.yaml refused, the converter names the file and line" \
+        "/etc/conductor/broken.yaml:4" "conductor-convert refused it"
 else
     ok "# SKIP a config.yaml converted: no conductor-convert in the image"
-    YAML_TESTS=
 fi
 
 # --- 6. bad configurations: a clear message, a non-zero exit -----------------
 
 once bad "${MOUNT[@]}" -e CONDUCTOR_CONFIG_PATH=/etc/conductor/bad.conf
-if [ "$(cat "$TMP/bad.rc")" != 0 ] \
-   && contains "$TMP/bad.err" "/etc/conductor/bad.conf:9" \
-   && contains "$TMP/bad.err" "conductor-entrypoint: error: the configuration, /etc/conductor/bad.conf, is not valid"
-then
-    ok "a bad conf: exit $(cat "$TMP/bad.rc"), nginx -t's message names the file and line"
-else
-    not_ok "a bad conf: exit non-zero, a clear message" \
-        "exit $(cat "$TMP/bad.rc")" "$(cat "$TMP/bad.err")"
-fi
+refused bad "a bad conf refused, nginx -t's message names the file and line" \
+    "/etc/conductor/bad.conf:9" \
+    "conductor-entrypoint: error: the configuration, /etc/conductor/bad.conf, is not valid"
 
 once missing -e CONDUCTOR_CONFIG_PATH=/etc/conductor/none.conf
 once level -e CONDUCTOR_LOG_LEVEL=LOUD
 once badport -e CONDUCTOR_PORT=80000
-for t in "missing:no such file" "level:CONDUCTOR_LOG_LEVEL=LOUD: use DEBUG" \
-         "badport:CONDUCTOR_PORT=80000: not a port"
-do
-    name=${t%%:*}
-    if [ "$(cat "$TMP/$name.rc")" != 0 ] && contains "$TMP/$name.err" "${t#*:}"
-    then
-        ok "refused ($name): exit $(cat "$TMP/$name.rc"), \"${t#*:}\""
-    else
-        not_ok "refused ($name): exit non-zero, \"${t#*:}\"" \
-            "exit $(cat "$TMP/$name.rc")" "$(cat "$TMP/$name.err")"
-    fi
-done
+refused missing "CONDUCTOR_CONFIG_PATH of no file refused" "no such file"
+refused level "CONDUCTOR_LOG_LEVEL=LOUD refused" \
+    "CONDUCTOR_LOG_LEVEL=LOUD: use DEBUG"
+refused badport "CONDUCTOR_PORT=80000 refused" "CONDUCTOR_PORT=80000: not a port"
 
 # --- 7b. SIGTERM with a stream in flight: it ends, then nginx exits 0 --------
 
