@@ -162,7 +162,7 @@ refused() {
 
 # --- the image ---------------------------------------------------------------
 
-echo "# building the base image (cached) and $DOCKER_IMAGE"
+echo "# building the base image (once, then cached in $DOCKER_DIR) and $DOCKER_IMAGE"
 t0=$SECONDS
 if docker_base && docker_build; then
     ok "the image builds (base and build: $((SECONDS - t0)) s)"
