@@ -1,12 +1,12 @@
 # docker/lib.sh: podman with the project's own storage and settings, and
 # the debian:bookworm-slim base image made offline.  Sourced by
-# docker/build.sh (make docker) and docker/test.sh (make docker-test).
+# docker/podman.sh (make docker) and docker/test.sh (make docker-test).
 #
 # Nothing global changes: graphroot, runroot, containers.conf and
 # storage.conf all live under $DOCKER_DIR (build/docker by default), and
 # podman reads them through CONTAINERS_CONF and CONTAINERS_STORAGE_CONF.
-# runc, not crun (crun fails on hybrid cgroups); ulimits a root that may
-# not raise its own can still grant.
+# runc, not crun (crun fails on hybrid cgroups); ulimits no higher than
+# this root may set (podman's defaults are, and the start fails).
 
 DOCKER_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOCKER_DIR=${DOCKER_DIR:-$DOCKER_SRC/build/docker}
