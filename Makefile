@@ -30,7 +30,7 @@ PARSERS  := src/ngx_http_conductor_json.c src/ngx_http_conductor_sse.c \
             src/ngx_http_conductor_usage.c src/ngx_http_conductor_strip.c \
             src/ngx_http_conductor_ratelimit.c src/ngx_http_conductor_window.c \
             src/ngx_http_conductor_money.c \
-            src/ngx_http_conductor_sha256.c
+            src/ngx_http_conductor_sha256.c src/ngx_http_conductor_minutes.c
 PARSERS_PRESENT = $(wildcard $(PARSERS))
 # the redaction of log lines is nginx-free too (before the rules below)
 PARSERS  += src/ngx_http_conductor_redact_line.c
