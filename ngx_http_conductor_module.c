@@ -104,6 +104,13 @@ static ngx_command_t  ngx_http_conductor_commands[] = {
       0,
       NULL },
 
+    { ngx_string("conductor_history"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_ANY,
+      ngx_http_conductor_history_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("conductor_estimate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_conductor_estimate_conf,
@@ -363,6 +370,8 @@ ngx_http_conductor_create_main_conf(ngx_conf_t *cf)
     cmcf->breaker_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->cooldown_max = NGX_CONF_UNSET_MSEC;
     cmcf->disabled_time = NGX_CONF_UNSET_MSEC;
+    cmcf->history_minutes = NGX_CONF_UNSET_UINT;
+    cmcf->history_recent = NGX_CONF_UNSET_UINT;
 
     return cmcf;
 }
@@ -380,6 +389,10 @@ ngx_http_conductor_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->breaker_timeout, 30000);
     ngx_conf_init_msec_value(cmcf->cooldown_max, 15 * 60 * 1000);
     ngx_conf_init_msec_value(cmcf->disabled_time, 5 * 60 * 1000);
+    ngx_conf_init_uint_value(cmcf->history_minutes,
+                             NGX_HTTP_CONDUCTOR_HISTORY_MINUTES);
+    ngx_conf_init_uint_value(cmcf->history_recent,
+                             NGX_HTTP_CONDUCTOR_HISTORY_RECENT);
 
     if (cmcf->providers.nelts == 0) {
         if (cmcf->clients.nelts) {

@@ -12,6 +12,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_conductor_json.h"
+#include "ngx_http_conductor_minutes.h"
 #include "ngx_http_conductor_money.h"
 #include "ngx_http_conductor_ratelimit.h"
 #include "ngx_http_conductor_sha256.h"
@@ -19,6 +20,10 @@
 #include "ngx_http_conductor_strip.h"
 #include "ngx_http_conductor_usage.h"
 #include "ngx_http_conductor_window.h"
+
+
+/* jansson's: the files that use it include it */
+struct json_t;
 
 
 /* copies a string literal: its length is counted by the compiler */
@@ -176,6 +181,9 @@ typedef struct {
 
     ngx_http_conductor_sync_t        *sync;      /* NULL: not shared */
 
+    /* its minutes in the history table, NULL: none */
+    struct ngx_http_conductor_history_series_s  *history;
+
     /* in flight per process slot: what a dead worker held is known (a
      * worker's connections bound it far below 65535) */
     uint16_t                          held[NGX_HTTP_CONDUCTOR_SLOTS];
@@ -205,6 +213,7 @@ typedef struct {
     uint64_t                          sync_errors;  /* pushes that failed */
     uint64_t                          state_next;  /* epoch ms: the state
                                                       file's next write */
+    struct ngx_http_conductor_history_s  *history;  /* NULL: none */
 } ngx_http_conductor_shctx_t;
 
 
@@ -360,6 +369,8 @@ typedef struct {
     struct ngx_http_conductor_redis_conf_s  *redis;  /* NULL: none */
     ngx_str_t                         state_file;  /* conductor_state_file */
     ngx_msec_t                        state_interval;
+    ngx_uint_t                        history_minutes;  /* 0: off */
+    ngx_uint_t                        history_recent;
 #if (NGX_THREADS)
     ngx_thread_pool_t                *state_pool;
 #endif
@@ -615,6 +626,66 @@ ngx_int_t ngx_http_conductor_health_init_process(ngx_cycle_t *cycle);
 /* status */
 char *ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+struct json_t *ngx_http_conductor_json_str(ngx_pool_t *pool, ngx_str_t *s);
+
+/*
+ * history: the last requests and per-minute buckets, in the zone.  A
+ * record names its client, model, provider and key by their zone nodes,
+ * which live as long as the zone (a reload keeps them, names included);
+ * what is not a node is a bounded copy.  Never a secret, never content.
+ */
+
+#define NGX_HTTP_CONDUCTOR_HISTORY_NAME     64   /* bytes of a copied name */
+#define NGX_HTTP_CONDUCTOR_HISTORY_NONE     0xffffffff  /* no ttfb */
+
+#define NGX_HTTP_CONDUCTOR_HISTORY_STREAM     0x01
+#define NGX_HTTP_CONDUCTOR_HISTORY_USAGE      0x02   /* usage counted */
+#define NGX_HTTP_CONDUCTOR_HISTORY_ESTIMATED  0x04
+#define NGX_HTTP_CONDUCTOR_HISTORY_PRICED     0x08
+#define NGX_HTTP_CONDUCTOR_HISTORY_ALIAS      0x10   /* the model: alias[] */
+
+/* conductor_history's defaults: window=3h recent=200 */
+#define NGX_HTTP_CONDUCTOR_HISTORY_MINUTES  180
+#define NGX_HTTP_CONDUCTOR_HISTORY_RECENT   200
+
+typedef struct {
+    uint64_t                          ticket;    /* its number, from 0 */
+    uint64_t                          time;      /* start, epoch ms */
+    ngx_http_conductor_node_t        *client;    /* NULL: none */
+    ngx_http_conductor_node_t        *model;     /* the alias's (series) */
+    ngx_http_conductor_node_t        *provider;  /* the last attempt's */
+    ngx_http_conductor_node_t        *key;
+    uint64_t                          prompt;
+    uint64_t                          completion;
+    uint64_t                          cached;
+    uint64_t                          cost;      /* pico-USD */
+    uint32_t                          ttfb;      /* ms, or HISTORY_NONE */
+    uint32_t                          duration;  /* ms */
+    uint16_t                          status;
+    uint8_t                           attempts;
+    uint8_t                           endpoint;
+    uint8_t                           flags;     /* HISTORY_STREAM ... */
+    uint8_t                           alias_len;  /* 0: the model node's */
+    uint8_t                           upstream_len;  /* 0: none */
+    u_char                            alias[NGX_HTTP_CONDUCTOR_HISTORY_NAME];
+    u_char                            upstream[
+                                          NGX_HTTP_CONDUCTOR_HISTORY_NAME];
+} ngx_http_conductor_history_rec_t;
+
+char *ngx_http_conductor_history_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_conductor_history_init_zone(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_log_t *log);
+ngx_http_conductor_history_rec_t *ngx_http_conductor_history_record(
+    ngx_http_request_t *r, ngx_http_conductor_ctx_t *ctx,
+    ngx_http_conductor_history_rec_t *rec);
+void ngx_http_conductor_history_add(ngx_http_conductor_shctx_t *sh,
+    ngx_http_conductor_history_rec_t *rec, time_t now);
+ngx_int_t ngx_http_conductor_history_args(ngx_http_request_t *r,
+    ngx_int_t *recent, ngx_uint_t *minutes, const char **error);
+ngx_int_t ngx_http_conductor_history_json(
+    ngx_http_conductor_main_conf_t *cmcf, ngx_pool_t *pool,
+    struct json_t *root, ngx_int_t recent, ngx_uint_t minutes, time_t now);
 
 /* route */
 ngx_int_t ngx_http_conductor_route_handler(ngx_http_request_t *r);
@@ -656,7 +727,7 @@ void ngx_http_conductor_ledger_unpick(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_uint_t client);
 void ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o,
-    ngx_int_t err);
+    ngx_int_t err, ngx_http_conductor_history_rec_t *rec);
 ngx_int_t ngx_http_conductor_ledger_class(ngx_uint_t status,
     ngx_int_t fault);
 ngx_int_t ngx_http_conductor_ledger_enqueue(ngx_http_request_t *r,
@@ -762,9 +833,8 @@ void ngx_http_conductor_state_exit_process(ngx_cycle_t *cycle);
 #define NGX_HTTP_CONDUCTOR_REDIS_MAX_PENDING 10000
 
 
-/* hiredis's and jansson's: the files that use them include them */
+/* hiredis's: the files that use it include it */
 struct redisReply;
-struct json_t;
 
 typedef struct ngx_http_conductor_redis_conf_s
     ngx_http_conductor_redis_conf_t;

@@ -128,11 +128,12 @@ ngx_http_conductor_price_of(ngx_http_conductor_ctx_t *ctx,
 ngx_int_t
 ngx_http_conductor_log_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                       err;
-    ngx_http_upstream_state_t      *us;
-    ngx_http_conductor_ctx_t       *ctx;
-    ngx_http_conductor_loc_conf_t  *lcf;
-    ngx_http_conductor_outcome_t    o;
+    ngx_int_t                          err;
+    ngx_http_upstream_state_t         *us;
+    ngx_http_conductor_ctx_t          *ctx;
+    ngx_http_conductor_loc_conf_t     *lcf;
+    ngx_http_conductor_outcome_t       o;
+    ngx_http_conductor_history_rec_t   rec;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_conductor_module);
 
@@ -171,7 +172,9 @@ ngx_http_conductor_log_handler(ngx_http_request_t *r)
         ngx_http_conductor_ledger_hints(r, &o);
     }
 
-    ngx_http_conductor_ledger_commit(r, ctx, &o, err);
+    ngx_http_conductor_ledger_commit(r, ctx, &o, err,
+                                     ngx_http_conductor_history_record(r, ctx,
+                                                                       &rec));
 
     return NGX_OK;
 }

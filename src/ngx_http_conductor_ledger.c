@@ -1087,13 +1087,14 @@ ngx_http_conductor_ledger_pass(ngx_http_conductor_node_t *key,
  * it (a stream's end decides whether it was one), the reservation is
  * reconciled with the real usage, and the totals of key, provider and
  * model alias grow, all under one lock.  A request the gateway answered
- * itself counts for its alias and the gateway's own node.
+ * itself counts for its alias and the gateway's own node.  Its history
+ * record (NULL: none), made before, is a few stores more in the same hold.
  */
 
 void
 ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
     ngx_http_conductor_ctx_t *ctx, ngx_http_conductor_outcome_t *o,
-    ngx_int_t err)
+    ngx_int_t err, ngx_http_conductor_history_rec_t *rec)
 {
     uint64_t                         used;
     ngx_http_conductor_node_t       *provider, *model;
@@ -1145,6 +1146,10 @@ ngx_http_conductor_ledger_commit(ngx_http_request_t *r,
 
     if (model) {
         ngx_http_conductor_ledger_totals(model, ctx, err);
+    }
+
+    if (rec) {
+        ngx_http_conductor_history_add(cmcf->sh, rec, ngx_time());
     }
 
     ngx_http_conductor_shm_unlock(cmcf);

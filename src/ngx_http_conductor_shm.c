@@ -141,6 +141,9 @@ ngx_http_conductor_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         goto nomem;
     }
 
+    /* the last requests and minutes: the last configuration's carry on */
+    ngx_http_conductor_history_init_zone(cmcf, shm_zone->shm.log);
+
     if (ocmcf == NULL && !shm_zone->shm.exists) {
         /* a new zone: the counters of the last run, where a file has them */
         ngx_http_conductor_state_load(cmcf, shm_zone->shm.log);

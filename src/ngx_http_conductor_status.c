@@ -78,8 +78,11 @@ typedef struct {
 
 typedef struct {
     ngx_pool_t                       *pool;
+    ngx_http_conductor_main_conf_t   *cmcf;
     time_t                            now;
     uint64_t                          now_ms;
+    ngx_int_t                         recent;    /* ?recent=, -1: none */
+    ngx_uint_t                        minutes;   /* ?history=, 0: none */
 
     /* per scope, in configuration order; the keys provider by provider */
     ngx_http_conductor_status_item_t *items[NGX_HTTP_CONDUCTOR_STATUS_NSCOPES];
@@ -181,8 +184,12 @@ static ngx_int_t ngx_http_conductor_status_html(
 
 static u_char *ngx_http_conductor_status_room(
     ngx_http_conductor_status_out_t *out, size_t len);
+static ngx_int_t ngx_http_conductor_status_bad(ngx_http_request_t *r,
+    ngx_http_conductor_status_out_t *out, const char *message);
+static ngx_int_t ngx_http_conductor_status_dump(json_t *root,
+    ngx_http_conductor_status_out_t *out);
 static ngx_int_t ngx_http_conductor_status_send(ngx_http_request_t *r,
-    ngx_uint_t format, ngx_chain_t *out);
+    ngx_uint_t status, ngx_uint_t format, ngx_chain_t *out);
 
 
 static ngx_str_t  ngx_http_conductor_status_types[] = {
@@ -378,8 +385,9 @@ ngx_http_conductor_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_conductor_status_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        rc;
-    ngx_uint_t                       format;
+    ngx_int_t                        rc, recent;
+    ngx_uint_t                       format, minutes;
+    const char                      *error;
     ngx_http_conductor_ctx_t        *ctx;
     ngx_http_conductor_status_t      st;
     ngx_http_conductor_status_out_t  out;
@@ -415,6 +423,17 @@ ngx_http_conductor_status_handler(ngx_http_request_t *r)
     out.last = &out.first;
     out.buf = NULL;
 
+    /* the JSON's recent requests and history; the other formats have none */
+    recent = -1;
+    minutes = 0;
+
+    if (format == NGX_HTTP_CONDUCTOR_STATUS_JSON
+        && ngx_http_conductor_history_args(r, &recent, &minutes, &error)
+           != NGX_OK)
+    {
+        return ngx_http_conductor_status_bad(r, &out, error);
+    }
+
     switch (format) {
 
     case NGX_HTTP_CONDUCTOR_STATUS_HTML:
@@ -426,6 +445,9 @@ ngx_http_conductor_status_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        st.recent = recent;
+        st.minutes = minutes;
+
         rc = (format == NGX_HTTP_CONDUCTOR_STATUS_JSON)
              ? ngx_http_conductor_status_json(&st, &out)
              : ngx_http_conductor_status_prometheus(&st, &out);
@@ -435,7 +457,32 @@ ngx_http_conductor_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_conductor_status_send(r, format, out.first);
+    return ngx_http_conductor_status_send(r, NGX_HTTP_OK, format, out.first);
+}
+
+
+/* a query the status cannot answer: 400, in OpenAI's error shape */
+
+static ngx_int_t
+ngx_http_conductor_status_bad(ngx_http_request_t *r,
+    ngx_http_conductor_status_out_t *out, const char *message)
+{
+    json_t  *root;
+
+    root = json_pack("{s:{s:s, s:s, s:n, s:n}}",
+                     "error",
+                         "message", message,
+                         "type", "invalid_request_error",
+                         "param",
+                         "code");
+
+    if (root == NULL || ngx_http_conductor_status_dump(root, out) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_conductor_status_send(r, NGX_HTTP_BAD_REQUEST,
+                                          NGX_HTTP_CONDUCTOR_STATUS_JSON,
+                                          out->first);
 }
 
 
@@ -517,6 +564,8 @@ ngx_http_conductor_status_snapshot(ngx_http_request_t *r,
     ngx_memzero(st, sizeof(ngx_http_conductor_status_t));
 
     st->pool = r->pool;
+    st->cmcf = cmcf;
+    st->recent = -1;
 
     tp = ngx_timeofday();
     st->now = tp->sec;
@@ -766,8 +815,6 @@ static ngx_int_t
 ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
     ngx_http_conductor_status_out_t *out)
 {
-    size_t                             len, flags;
-    u_char                            *p;
     json_t                            *root, *providers, *models, *clients;
     json_t                            *obj;
     ngx_uint_t                         i;
@@ -799,6 +846,14 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
 
     /* "redis": the fleet store's connection, when there is one */
     if (ngx_http_conductor_redis_status(root) != NGX_OK) {
+        goto failed;
+    }
+
+    /* "recent" and "history", when asked for */
+    if (ngx_http_conductor_history_json(st->cmcf, st->pool, root, st->recent,
+                                        st->minutes, st->now)
+        != NGX_OK)
+    {
         goto failed;
     }
 
@@ -834,6 +889,25 @@ ngx_http_conductor_status_json(ngx_http_conductor_status_t *st,
             goto failed;
         }
     }
+
+    return ngx_http_conductor_status_dump(root, out);
+
+failed:
+
+    json_decref(root);
+
+    return NGX_ERROR;
+}
+
+
+/* the document into the body, one line; root is released */
+
+static ngx_int_t
+ngx_http_conductor_status_dump(json_t *root,
+    ngx_http_conductor_status_out_t *out)
+{
+    size_t   len, flags;
+    u_char  *p;
 
     /* 15 digits print a pico-USD sum as the decimal it is */
     flags = JSON_COMPACT | JSON_REAL_PRECISION(15);
@@ -876,6 +950,13 @@ static json_t *
 ngx_http_conductor_status_json_str(ngx_http_conductor_status_t *st,
     ngx_str_t *s)
 {
+    return ngx_http_conductor_json_str(st->pool, s);
+}
+
+
+json_t *
+ngx_http_conductor_json_str(ngx_pool_t *pool, ngx_str_t *s)
+{
     u_char  *p;
     size_t   i;
     json_t  *j;
@@ -885,7 +966,7 @@ ngx_http_conductor_status_json_str(ngx_http_conductor_status_t *st,
         return j;
     }
 
-    p = ngx_pnalloc(st->pool, s->len);
+    p = ngx_pnalloc(pool, s->len);
     if (p == NULL) {
         return NULL;
     }
@@ -1762,8 +1843,8 @@ ngx_http_conductor_status_room(ngx_http_conductor_status_out_t *out,
 
 
 static ngx_int_t
-ngx_http_conductor_status_send(ngx_http_request_t *r, ngx_uint_t format,
-    ngx_chain_t *out)
+ngx_http_conductor_status_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_uint_t format, ngx_chain_t *out)
 {
     off_t             len;
     ngx_int_t         rc;
@@ -1781,7 +1862,7 @@ ngx_http_conductor_status_send(ngx_http_request_t *r, ngx_uint_t format,
         }
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.status = status;
     r->headers_out.content_length_n = len;
     r->headers_out.content_type = ngx_http_conductor_status_types[format];
     r->headers_out.content_type_len = r->headers_out.content_type.len;
