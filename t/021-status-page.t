@@ -1,7 +1,9 @@
 # The status page in a real browser: headless Chromium loads
 # /conductor/status?format=html, its script fetches the JSON and renders the
-# tables; the rendered DOM must show the names and numbers of the JSON, the
-# page must ask again every 2 s, and a screenshot must be a real image.
+# tables; the rendered DOM must show the names and numbers of the JSON, its
+# charts must plot the JSON's history (conductor_history) minute by minute
+# and its table of recent requests list the JSON's recent ones, the page
+# must ask again every 2 s, and a screenshot must be a real image.
 use lib 't/lib';
 use Test::Conductor;
 use Compress::Zlib ();
@@ -105,6 +107,7 @@ start_nginx(
     }
     conductor_model chat { alpha m-alpha; }
     conductor_model claude { beta claude-mock; }
+    conductor_unknown_models reject;
     upstream conductor_backend { conductor_balancer; }
 HTTP
     config => <<"SERVER",
@@ -127,6 +130,10 @@ for my $i (1 .. 3) {
 my $r = http_request('POST', '/v1/messages', { 'anthropic-version' => '2023-06-01' },
                      '{"model":"claude","max_tokens":64,"messages":[]}');
 is $r->{status}, 200, 'messages request';
+$r = http_request('POST', '/v1/chat/completions', {}, '{"model":"chat","stream":true,"messages":[]}');
+is $r->{status}, 200, 'a stream';
+$r = http_request('POST', '/v1/chat/completions', {}, '{"model":"nope","messages":[]}');
+is $r->{status}, 404, 'an error: an unknown model';
 
 # the requests above are counted: http_request returns once nginx has logged
 # each, which is when the module has counted it
@@ -172,6 +179,69 @@ for my $m (@{ $s->{models} }) {
     like $c[4], qr/^\Q@{[ usd($m->{cost_usd}) ]}\E \(/, '... cost';
 }
 like $dom, qr{<small>Tokens</small><b>\Q@{[ num($s->{totals}{tokens}{total}) ]}\E</b>}, 'the tokens card';
+
+# ---------------------------------------------------------------- history
+
+# the JSON the page asks for, before and after the page (a minute may turn
+# between: then the page is compared with the one of its own minute)
+my $HQ = '/conductor/status?format=json&recent=50&history=1h';
+my $after = status_report(path => $HQ);
+ok $after && $after->{history} && @{ $after->{recent} } == 6, 'the history and the 6 recent requests in the JSON'
+    or diag scalar(@{ $after->{recent} || [] }) . ' recent: ' . join(' ', map { "$_->{status} " . ($_->{model} // '-') } @{ $after->{recent} || [] });
+
+my %charts;
+while ($dom =~ m{<svg ([^>]*data-chart="([^"]+)"[^>]*)>(.*?)</svg>}gs) {
+    my ($attrs, $name, $inner) = ($1, $2, $3);
+    my %a = $attrs =~ /([\w-]+)="([^"]*)"/g;
+    my @rects = map { +{ /([\w-]+)="([^"]*)"/g } } $inner =~ m{<rect ([^>]*)>}g;
+    $charts{$name} = { %a, rects => \@rects };
+}
+is_deeply [ sort keys %charts ], [ sort qw(requests tokens errors cost_usd) ],
+    'four charts: requests, tokens, errors, cost';
+my $hist = $after->{history};
+my $ch = $charts{requests} // {};
+if (($ch->{'data-end'} // 0) != $hist->{end}) {
+    diag 'the minute turned while the page loaded: comparing with the JSON of its minute';
+    $hist = $s->{history} // status_report(path => $HQ)->{history};
+}
+for my $name (qw(requests tokens errors cost_usd)) {
+    my $c = $charts{$name} or next;
+    my @page = split /,/, $c->{'data-values'};
+    my @json = @{ $hist->{total}{$name} };
+    is scalar @page, 60, "$name: 60 values drawn";
+    ok @page == @json && !grep({ abs($page[$_] - $json[$_]) > 1e-12 } 0 .. $#json),
+        "$name: the values drawn are the JSON's history.total.$name" or diag "page @page\njson @json";
+    is_deeply [ map { $_->{'data-value'} } @{ $c->{rects} } ], \@page, "$name: a bar per minute, each with its value";
+    is $c->{'data-end'}, $hist->{end}, "$name: ending with the JSON's minute";
+    my ($max) = sort { $b <=> $a } @json;
+    my @hs = map { $_->{height} } @{ $c->{rects} };
+    ok $max > 0 ? (!grep { abs($hs[$_] - 50 * $json[$_] / $max) > 0.01 } 0 .. $#json)
+                : (!grep { $_ != 0 } @hs),
+        "$name: each bar's height is its value over the highest" or diag "heights @hs";
+}
+my $sum = 0;
+$sum += $_ for @{ $hist->{total}{requests} };
+is $sum, 6, 'the requests chart adds up to the 6 requests';
+my $errs = 0;
+$errs += $_ for @{ $hist->{total}{errors} };
+is $errs, 1, 'the errors chart has the 404';
+
+# the recent requests, newest first, a row each
+sub hms { my ($t) = @_; my $ms = int($t * 1000 + 0.5); POSIX::strftime('%H:%M:%S', gmtime int($ms / 1000)) . sprintf('.%03d', $ms % 1000) }
+my @recent = @{ $after->{recent} };
+for my $i (0 .. $#recent) {
+    my $q = $recent[$i];
+    my @c = row_cells($dom, 'data-recent', $i);
+    is_deeply \@c, [ hms($q->{time}), $q->{client} // '-', $q->{model} // '-',
+        $q->{provider} ? $q->{provider} . ($q->{key} ? " / $q->{key}" : '') : '-', $q->{upstream_model} // '-',
+        ($q->{endpoint} // '-') . ($q->{stream} ? ' stream' : ''), $q->{status}, num($q->{attempts}),
+        num($q->{tokens}{total}), defined $q->{cost_usd} ? usd($q->{cost_usd}) : '-',
+        defined $q->{ttfb_ms} ? "$q->{ttfb_ms} ms" : '-', "$q->{duration_ms} ms" ],
+        "recent row $i: $q->{status} " . ($q->{model} // '') or diag explain_cells(@c);
+}
+ok !row_cells($dom, 'data-recent', scalar @recent), 'no more rows than recent requests';
+is $recent[0]{status}, 404, 'the newest first: the 404';
+is $recent[-1]{model}, 'chat', '... the first chat request last';
 ok $s->{totals}{tokens}{total} > 1000, 'with thousands, written with separators' if $s->{totals}{tokens}{total};
 unlike $dom, qr/secret/, 'no secret on the page';
 
