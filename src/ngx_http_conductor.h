@@ -642,7 +642,7 @@ struct json_t *ngx_http_conductor_json_str(ngx_pool_t *pool, ngx_str_t *s);
 #define NGX_HTTP_CONDUCTOR_HISTORY_USAGE      0x02   /* usage counted */
 #define NGX_HTTP_CONDUCTOR_HISTORY_ESTIMATED  0x04
 #define NGX_HTTP_CONDUCTOR_HISTORY_PRICED     0x08
-#define NGX_HTTP_CONDUCTOR_HISTORY_ALIAS      0x10   /* the model: alias[] */
+#define NGX_HTTP_CONDUCTOR_HISTORY_ALIAS      0x10   /* the model: text */
 
 /* conductor_history's defaults: window=3h recent=200 */
 #define NGX_HTTP_CONDUCTOR_HISTORY_MINUTES  180
@@ -665,11 +665,12 @@ typedef struct {
     uint8_t                           attempts;
     uint8_t                           endpoint;
     uint8_t                           flags;     /* HISTORY_STREAM ... */
-    uint8_t                           alias_len;  /* 0: the model node's */
+    uint8_t                           alias_len;
     uint8_t                           upstream_len;  /* 0: none */
-    u_char                            alias[NGX_HTTP_CONDUCTOR_HISTORY_NAME];
-    u_char                            upstream[
-                                          NGX_HTTP_CONDUCTOR_HISTORY_NAME];
+    /* the alias (with HISTORY_ALIAS), then the upstream model: only what
+     * they take is copied into the ring */
+    u_char                            text[2
+                                           * NGX_HTTP_CONDUCTOR_HISTORY_NAME];
 } ngx_http_conductor_history_rec_t;
 
 char *ngx_http_conductor_history_conf(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -85,6 +85,9 @@ static void ngx_http_conductor_history_item(
 static void ngx_http_conductor_history_migrate(
     ngx_http_conductor_history_t *h, ngx_http_conductor_history_t *old);
 static size_t ngx_http_conductor_history_copy(u_char *dst, ngx_str_t *src);
+static ngx_inline void ngx_http_conductor_history_count(
+    ngx_http_conductor_history_t *h, ngx_http_conductor_node_t *node,
+    uint64_t minute, int error, uint64_t tokens, uint64_t cost);
 static json_t *ngx_http_conductor_history_recent(
     ngx_http_conductor_main_conf_t *cmcf, ngx_pool_t *pool, ngx_uint_t n);
 static json_t *ngx_http_conductor_history_record_json(ngx_pool_t *pool,
@@ -497,7 +500,7 @@ ngx_http_conductor_history_record(ngx_http_request_t *r,
 
     if (ctx->model == NULL || ctx->model->targets.nelts == 0) {
         rec->flags |= NGX_HTTP_CONDUCTOR_HISTORY_ALIAS;
-        rec->alias_len = (uint8_t) ngx_http_conductor_history_copy(rec->alias,
+        rec->alias_len = (uint8_t) ngx_http_conductor_history_copy(rec->text,
                                                                &ctx->alias);
     }
 
@@ -512,7 +515,7 @@ ngx_http_conductor_history_record(ngx_http_request_t *r,
 
     rec->upstream_len = upstream
                         ? (uint8_t) ngx_http_conductor_history_copy(
-                                        rec->upstream, upstream)
+                                        rec->text + rec->alias_len, upstream)
                         : 0;
 
     return rec;
@@ -554,8 +557,6 @@ ngx_http_conductor_history_add(ngx_http_conductor_shctx_t *sh,
 {
     int                                   error;
     uint64_t                              minute, tokens;
-    ngx_uint_t                            i;
-    ngx_http_conductor_node_t            *nodes[4];
     ngx_http_conductor_history_t         *h;
     ngx_http_conductor_history_series_t  *s;
 
@@ -566,7 +567,9 @@ ngx_http_conductor_history_add(ngx_http_conductor_shctx_t *sh,
     }
 
     rec->ticket = ++h->next;
-    h->ring[rec->ticket % h->nrecent] = *rec;
+    ngx_memcpy(&h->ring[rec->ticket % h->nrecent], rec,
+               offsetof(ngx_http_conductor_history_rec_t, text)
+               + rec->alias_len + rec->upstream_len);
 
     minute = (uint64_t) now / 60;
     tokens = rec->prompt + rec->completion;
@@ -576,18 +579,30 @@ ngx_http_conductor_history_add(ngx_http_conductor_shctx_t *sh,
     ngx_http_conductor_minutes_add(s->bucket, h->minutes, &s->newest, minute,
                                    error, tokens, rec->cost);
 
-    nodes[0] = rec->provider;
-    nodes[1] = rec->key;
-    nodes[2] = rec->model;
-    nodes[3] = rec->client;
+    ngx_http_conductor_history_count(h, rec->provider, minute, error, tokens,
+                                     rec->cost);
+    ngx_http_conductor_history_count(h, rec->key, minute, error, tokens,
+                                     rec->cost);
+    ngx_http_conductor_history_count(h, rec->model, minute, error, tokens,
+                                     rec->cost);
+    ngx_http_conductor_history_count(h, rec->client, minute, error, tokens,
+                                     rec->cost);
+}
 
-    for (i = 0; i < 4; i++) {
-        /* a node's series is in this table, or it has none */
-        if (nodes[i] && nodes[i]->history) {
-            s = nodes[i]->history;
-            ngx_http_conductor_minutes_add(s->bucket, h->minutes, &s->newest,
-                                           minute, error, tokens, rec->cost);
-        }
+
+/* a node's series is in the table, or it has none */
+
+static ngx_inline void
+ngx_http_conductor_history_count(ngx_http_conductor_history_t *h,
+    ngx_http_conductor_node_t *node, uint64_t minute, int error,
+    uint64_t tokens, uint64_t cost)
+{
+    ngx_http_conductor_history_series_t  *s;
+
+    if (node && node->history) {
+        s = node->history;
+        ngx_http_conductor_minutes_add(s->bucket, h->minutes, &s->newest,
+                                       minute, error, tokens, cost);
     }
 }
 
@@ -761,7 +776,7 @@ ngx_http_conductor_history_record_json(ngx_pool_t *pool,
     ngx_str_t   s;
 
     if (rec->flags & NGX_HTTP_CONDUCTOR_HISTORY_ALIAS) {
-        s.data = rec->alias;
+        s.data = rec->text;
         s.len = rec->alias_len;
         model = s.len ? ngx_http_conductor_json_str(pool, &s) : json_null();
 
@@ -769,7 +784,7 @@ ngx_http_conductor_history_record_json(ngx_pool_t *pool,
         model = ngx_http_conductor_history_name(pool, rec->model, 0);
     }
 
-    s.data = rec->upstream;
+    s.data = rec->text + rec->alias_len;
     s.len = rec->upstream_len;
     upstream = s.len ? ngx_http_conductor_json_str(pool, &s) : json_null();
 

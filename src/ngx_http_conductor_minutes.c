@@ -9,12 +9,10 @@
 
 
 void
-ngx_http_conductor_minutes_add(ngx_http_conductor_minute_t *b, size_t n,
-    uint64_t *newest, uint64_t minute, int error, uint64_t tokens,
-    uint64_t cost)
+ngx_http_conductor_minutes_turn(ngx_http_conductor_minute_t *b, size_t n,
+    uint64_t *newest, uint64_t minute)
 {
-    uint64_t                      m;
-    ngx_http_conductor_minute_t  *x;
+    uint64_t  m;
 
     if (minute > *newest && minute - *newest < n) {
         /* the minutes without a request since are empty */
@@ -30,21 +28,7 @@ ngx_http_conductor_minutes_add(ngx_http_conductor_minute_t *b, size_t n,
         *newest = minute;
     }
 
-    /* else the newest minute, or one the window still holds */
-
-    x = &b[minute % n];
-
-    if (x->requests != UINT32_MAX) {
-        x->requests++;
-    }
-
-    if (error && x->errors != UINT32_MAX) {
-        x->errors++;
-    }
-
-    x->tokens = (x->tokens + tokens >= x->tokens) ? x->tokens + tokens
-                                                  : UINT64_MAX;
-    x->cost = (x->cost + cost >= x->cost) ? x->cost + cost : UINT64_MAX;
+    /* else a minute the window still holds */
 }
 
 
