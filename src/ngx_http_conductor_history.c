@@ -688,9 +688,10 @@ ngx_http_conductor_history_json(ngx_http_conductor_main_conf_t *cmcf,
 
 
 /*
- * The newest records, copied a chunk a lock hold.  A record's ticket tells
- * whether it is still the one expected: one that newer requests overwrote
- * meanwhile ends the list.
+ * The newest records, copied a chunk a lock hold.  Tickets tell what a
+ * slot holds: a ticket the ring no longer has (newer requests overwrote it
+ * meanwhile) ends the list; a slot without the ticket it should have (a
+ * worker killed while it wrote) is left out.
  */
 
 static json_t *
@@ -699,7 +700,7 @@ ngx_http_conductor_history_recent(ngx_http_conductor_main_conf_t *cmcf,
 {
     json_t                            *list;
     uint64_t                           newest, t;
-    ngx_uint_t                         got, i, k;
+    ngx_uint_t                         got, seen, i, k;
     ngx_http_conductor_history_t      *h;
     ngx_http_conductor_history_rec_t  *recs, *rec;
 
@@ -718,6 +719,7 @@ ngx_http_conductor_history_recent(ngx_http_conductor_main_conf_t *cmcf,
     }
 
     got = 0;
+    seen = 0;
     newest = 0;
 
     for ( ;; ) {
@@ -725,26 +727,25 @@ ngx_http_conductor_history_recent(ngx_http_conductor_main_conf_t *cmcf,
 
         h = cmcf->sh->history;
 
-        if (h && got == 0) {
+        if (h && seen == 0) {
             newest = h->next;
         }
 
         for (k = 0; h && k < NGX_HTTP_CONDUCTOR_HISTORY_CHUNK && got < n;
              k++)
         {
-            t = newest - got;
+            t = newest - seen;
 
             if (t == 0 || h->next - t >= h->nrecent) {
                 break;
             }
 
+            seen++;
             rec = &h->ring[t % h->nrecent];
 
-            if (rec->ticket != t) {
-                break;
+            if (rec->ticket == t) {
+                recs[got++] = *rec;
             }
-
-            recs[got++] = *rec;
         }
 
         ngx_http_conductor_shm_unlock(cmcf);
