@@ -19,6 +19,7 @@ packages=(
     prometheus                                   # t/086: promtool, the queries
     python3-yaml                                 # bin/conductor-convert
     build-essential debhelper lintian            # make deb, its test
+    python3 tmux                                 # conductor-top, its test
 )
 
 missing=()
