@@ -12,6 +12,7 @@ use lib 't/lib';
 use Test::Conductor;
 use Encode ();
 use File::Temp ();
+use IO::Socket::INET ();
 use JSON::PP ();
 use Time::HiRes ();
 
@@ -237,7 +238,7 @@ sub top_window {
     unlink $rc;
     tmux($TMUX_UP++ ? ('new-window', '-d', '-t', 'top') : ('new-session', '-d', '-x', 120, '-y', 40, '-s', 'top'),
         '-n', $o{name}, @e, 'sh', '-c', '"$@"; echo $? > ' . $rc, 'sh',
-        $TOP, '--interval', '0.5', @{ $o{args} || [] }, $URL);
+        $TOP, '--interval', '0.5', @{ $o{args} || [] }, $o{url} // $URL);
     return "top:$o{name}";
 }
 
@@ -416,8 +417,23 @@ my $w3 = top_window(key => $TEAM_KEY, name => 'team');
 $s = screen_until($w3, qr/403 Forbidden/, 'the dashboard with a non-admin key');
 like $s, qr/^403 Forbidden: the client key is not an admin client/m, 'a non-admin key: says so';
 
-# q ends it
-for my $t ($w, $w2, $w3) {
+# a gateway that takes the connection and never answers: the poll times
+# out; with a long timeout, keys are not kept waiting by it, nor is q
+my $hung = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64, Proto => 'tcp')
+    or die "listen: $!";
+my $hung_url = 'http://127.0.0.1:' . $hung->sockport . '/conductor/status';
+my $w4 = top_window(key => $ADMIN_KEY, name => 'hung', url => $hung_url);
+$s = screen_until($w4, qr/no answer within/, 'a poll of the hung gateway to time out');
+like $s, qr/^unreachable, retrying every 0\.5s: no answer within 0\.5s/m, 'a hung gateway: no answer within the timeout';
+my $w5 = top_window(key => $ADMIN_KEY, name => 'slow', url => $hung_url, args => ['--timeout', 120]);
+screen_until($w5, qr/^\[1 Keys\]/m, 'the dashboard of a slow gateway');
+press($w5, 'Tab');
+$s = screen_until($w5, qr/\[2 Models\]/, 'Tab while a poll hangs for 120 s');
+like $s, qr/\[2 Models\]/, 'Tab works while a poll waits on the network';
+like $s, qr/^waiting for the first answer/m, '... and no answer yet';
+
+# q ends it (for the last one while its poll still waits)
+for my $t ($w, $w2, $w3, $w4, $w5) {
     (my $name = $t) =~ s/^top://;
     my $rc = "$env->{TEST_NGINX_SERVROOT}/top-$name.rc";
     is -e $rc ? 'ended' : 'running', 'running', "$t: running before q";
@@ -435,5 +451,6 @@ ok scalar(@screens) > 20, 'screens were captured';
 
 tmux('kill-server');
 undef $SOCK;
+close $hung;
 is_deeply stop_nginx(), [], 'nginx stopped cleanly';
 done_testing();
