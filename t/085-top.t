@@ -5,9 +5,10 @@
 # switch views, q ends the process; a 40x10 and a 20x5 terminal do not end
 # it; nginx stopped shows "unreachable, retrying" and started again is
 # back; no key, or a key that is not an admin's, says so; no client key is
-# ever on the screen.  The recent calls are checked on the real gateway
-# when its JSON has "recent" (?recent=N), and always on a fixed document
-# of the spec (t/data/top-status.json, through a file: URL) with --once.
+# ever on the screen.  The recent calls (every call of the test with its
+# tokens and cost) and the history's sparkline are checked on the real
+# gateway when its JSON has "recent" (?recent=N), and always on a fixed
+# document of the spec (t/data/top-status.json, a file: URL) with --once.
 use lib 't/lib';
 use Test::Conductor;
 use Encode ();
@@ -89,6 +90,13 @@ start_nginx(%NGINX);
 my %PRICE = ('fast' => [1, 2], 'smart' => [3, 5]);    # USD per 1M tokens
 my ($n, $tokens, $prompt, $completion, $micro) = (0, 0, 0, 0, 0);
 my %per_model;
+my @sent;    # the calls, oldest first
+
+# USD as the dashboard writes it ($micro in millionths)
+sub usd {
+    my ($micro) = @_;
+    return $micro == 0 ? '$0' : $micro < 1000 ? sprintf('$%.6f', $micro / 1e6) : sprintf('$%.4f', $micro / 1e6);
+}
 for my $model (qw(fast fast smart fast smart fast smart fast)) {
     my $r = http_request(POST => '/v1/chat/completions', { Authorization => "Bearer $TEAM_KEY" },
         qq{{"model":"$model","messages":[{"role":"user","content":"hello from the dashboard test"}]}});
@@ -99,7 +107,9 @@ for my $model (qw(fast fast smart fast smart fast smart fast)) {
     $prompt     += $u->{prompt_tokens};
     $completion += $u->{completion_tokens};
     $tokens     += $u->{total_tokens};
-    $micro      += $u->{prompt_tokens} * $PRICE{$model}[0] + $u->{completion_tokens} * $PRICE{$model}[1];
+    my $m = $u->{prompt_tokens} * $PRICE{$model}[0] + $u->{completion_tokens} * $PRICE{$model}[1];
+    $micro      += $m;
+    push @sent, { model => $model, tokens => "$u->{prompt_tokens}/$u->{completion_tokens}", cost => usd($m) };
 }
 # and one the gateway refuses: a model the client may not use
 my $refused = http_request(POST => '/v1/chat/completions', { Authorization => "Bearer $TEAM_KEY" },
@@ -114,8 +124,7 @@ sub compact {
     return $v < 1000 ? $v : $v < 9950 ? sprintf('%.1fk', $v / 1000) : sprintf('%dk', $v / 1000 + 0.5);
 }
 
-# the cost in USD as the dashboard writes it ($micro is in millionths)
-my $cost = $micro == 0 ? '$0' : $micro < 1000 ? sprintf('$%.6f', $micro / 1e6) : sprintf('$%.4f', $micro / 1e6);
+my $cost = usd($micro);
 
 my $status = status_report(headers => $AUTH);
 ok $status, 'the status JSON with the admin key' or BAIL_OUT('no status');
@@ -340,16 +349,29 @@ like $s, qr/^ops \(admin\)/m, 'the client ops, an admin';
 press($w, 'Tab');
 $s = screen_until($w, qr/\[4 Recent\]/, 'Tab to the recent calls');
 if ($HAS_RECENT) {
-    like $s, qr/^TIME\s+CLIENT\s+MODEL\s+PROVIDER\/KEY\s+ST\s+ATT\s+TOKENS\s+COST\s+TTFB\s+DUR/m, 'the recent calls table';
-    my @calls = $s =~ m{^\d\d:\d\d:\d\d\.\d{3} (team)\s+(fast|smart)\s+(\S+)\s+(\d{3})\s+(\d+)\s}mg;
-    # the status polls of the dashboard itself may be in the ring too:
-    # the chat calls are the ones of this test, newest first
-    my @seen;
-    while (my @c = splice @calls, 0, 5) { push @seen, \@c }
-    my @sent = reverse qw(fast fast smart fast smart fast smart fast);
-    is_deeply [ map { $_->[1] } @seen ], \@sent, 'every call of the test, newest first, with its model';
-    is_deeply [ grep { $_->[1] eq 'smart' && $_->[2] ne 'solo/s1' } @seen ], [], 'smart calls on solo/s1';
-    is_deeply [ grep { $_->[3] != 200 || $_->[4] != 1 } @seen ], [], 'status 200 after one attempt each';
+    like $s, qr/^TIME\s+CLIENT\s+MODEL\s+PROVIDER\/KEY\s+ST\s+ATT\s+TOKENS\s+COST\s+TTFB\s+DUR\s+KIND$/m,
+        'the recent calls table';
+    # every row: time client model provider/key status attempts tokens
+    # cost ttfb duration kind
+    my @rows = map { [ split ' ' ] } grep { /^\d\d:\d\d:\d\d\.\d{3} / } split /\n/, $s;
+    my $refused_row = shift @rows;
+    is_deeply [ @{$refused_row}[ 1 .. 4 ] ], [qw(team other - 403)], 'the newest: the refused call, no key';
+    my %key_of = (smart => qr{^solo/s1$}, fast => qr{^mock/k\d\d$});
+    my @want = map { [ 'team', $_->{model}, 'key', 200, 1, $_->{tokens}, $_->{cost}, 'chat' ] } reverse @sent;
+    my @got = map {
+        my @r = @$_;
+        [ @r[ 1, 2 ], ($r[3] =~ $key_of{ $r[2] } ? 'key' : $r[3]), @r[ 4 .. 7 ], $r[10] // '' ]
+    } @rows;
+    is_deeply \@got, \@want,
+        'every call of the test, newest first: client, model, its provider/key, 200, one attempt, tokens, cost';
+    my @times = map { $_->[0] } @rows;
+    is_deeply \@times, [ reverse sort @times ], 'the times newest first';
+    ok !grep({ $_->[8] !~ /^\d+ms$/ || $_->[9] !~ /^\d+ms$/ } @rows), 'a ttfb and a duration in each row';
+    my $hist = status_report(headers => $AUTH, path => '/conductor/status?history=15m');
+    my $in15 = 0;
+    $in15 += $_ for @{ $hist->{history}{total}{requests} };
+    is $in15, $n, "the JSON's history: $n requests in the last 15 minutes";
+    like $s, qr/^req\/min \S+ \Q$n\E \(last 15m, now \d+\)/m, 'the header: the requests per minute, and their sum';
 }
 else {
     like $s, qr/this gateway does not keep recent calls/, 'no recent calls in this gateway\'s JSON: said so';
