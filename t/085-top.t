@@ -17,6 +17,10 @@ use IO::Socket::INET ();
 use JSON::PP ();
 use Time::HiRes ();
 
+# a test whose output pipe closes (| head) still ends its tmux and nginx
+# in END (the harness's too): once, and quietly after that
+$SIG{PIPE} = sub { $SIG{PIPE} = 'IGNORE'; exit 1 };
+
 my $env  = harness_env();
 my $port = $env->{TEST_NGINX_PORT};
 my $root = $env->{TEST_NGINX_ROOT};
@@ -147,9 +151,10 @@ is $count{'solo/s1'}, $per_model{smart}, 'solo/s1 served every smart request';
 
 sub top_once {
     my (%o) = @_;
-    my @env = ("LANG=C.UTF-8", $o{key} ? ("CONDUCTOR_KEY=$o{key}") : ());
-    my @args = map { quotemeta } @{ $o{args} || [] };
-    my $cmd = join ' ', 'env', '-u', 'CONDUCTOR_KEY', @env, $TOP, '--once', @args, '2>&1';
+    # the key through the environment, out of the process list
+    local $ENV{LANG} = 'C.UTF-8';
+    local $ENV{CONDUCTOR_KEY} = $o{key} // '';
+    my $cmd = join ' ', map({ quotemeta } $TOP, '--once', @{ $o{args} || [] }), '2>&1';
     my $out = `$cmd`;
     return (Encode::decode('UTF-8', $out), $? >> 8);
 }
@@ -234,20 +239,48 @@ sub tmux {
     return Encode::decode('UTF-8', $out);
 }
 
-END { system 'tmux', '-L', $SOCK, 'kill-server' if $SOCK; }
+my $SOCK_PATH;    # tmux leaves its socket file behind
+sub tmux_end {
+    return unless $SOCK;
+    system 'tmux', '-L', $SOCK, 'kill-server';
+    unlink $SOCK_PATH if $SOCK_PATH;
+    undef $SOCK;
+}
+END { tmux_end() }
 
 # a dashboard in a window of its own; %o: key, args, name
 my $TMUX_UP = 0;
 sub top_window {
     my (%o) = @_;
-    my @e = ('-e', 'LANG=C.UTF-8', '-e', 'CONDUCTOR_KEY=' . ($o{key} // ''));
+    # the key, out of tmux's command line: the first dashboard has it in
+    # the environment the tmux server starts with (CONDUCTOR_KEY), the
+    # others in a 0600 file (--key-file) or not at all
+    my @e = ('-e', 'LANG=C.UTF-8');
+    my @key;
+    if (!$TMUX_UP) {
+        $ENV{CONDUCTOR_KEY} = $o{key} // '';
+    }
+    else {
+        push @e, '-e', 'CONDUCTOR_KEY=';
+        if (defined $o{key}) {
+            my $file = "$env->{TEST_NGINX_SERVROOT}/top-$o{name}.key";
+            my $old = umask 077;
+            open my $fh, '>', $file or die "$file: $!";
+            print $fh "$o{key}\n";
+            close $fh;
+            umask $old;
+            @key = ('--key-file', $file);
+        }
+    }
     # its exit status in a file: tmux may not have reaped it when the pane
     # is seen dead
     my $rc = "$env->{TEST_NGINX_SERVROOT}/top-$o{name}.rc";
     unlink $rc;
     tmux($TMUX_UP++ ? ('new-window', '-d', '-t', 'top') : ('new-session', '-d', '-x', 120, '-y', 40, '-s', 'top'),
         '-n', $o{name}, @e, 'sh', '-c', '"$@"; echo $? > ' . $rc, 'sh',
-        $TOP, '--interval', '0.5', @{ $o{args} || [] }, $o{url} // $URL);
+        $TOP, '--interval', '0.5', @key, @{ $o{args} || [] }, $o{url} // $URL);
+    delete $ENV{CONDUCTOR_KEY};
+    $SOCK_PATH //= do { my $p = tmux('display-message', '-p', '#{socket_path}'); chomp $p; $p };
     return "top:$o{name}";
 }
 
@@ -471,8 +504,9 @@ my @leaks = grep { my $x = $_; grep { index($x, $_) >= 0 } @SECRETS } @screens;
 is scalar(@leaks), 0, 'no secret on any of the ' . scalar(@screens) . ' screens captured';
 ok scalar(@screens) > 20, 'screens were captured';
 
-tmux('kill-server');
-undef $SOCK;
+ok -S $SOCK_PATH, "tmux's socket $SOCK_PATH";
+tmux_end();
+ok !-e $SOCK_PATH, 'tmux ended, its socket removed';
 close $hung;
 is_deeply stop_nginx(), [], 'nginx stopped cleanly';
 done_testing();
