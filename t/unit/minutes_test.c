@@ -24,22 +24,7 @@
 #define SPAN   4096      /* minutes the reference keeps apart */
 
 
-static int  ngx_http_conductor_test_n;
-static int  ngx_http_conductor_test_failed;
-
-
-static void
-ngx_http_conductor_test_ok(int cond, const char *desc)
-{
-    ngx_http_conductor_test_n++;
-
-    if (!cond) {
-        ngx_http_conductor_test_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", ngx_http_conductor_test_n,
-           desc);
-}
+#include "tap.h"
 
 
 /* the requests of the want minutes ending at end, as "a,b,c" */

@@ -290,22 +290,7 @@ static ngx_http_conductor_test_case_t  ngx_http_conductor_test_cases[] = {
 };
 
 
-static int  ngx_http_conductor_test_n;
-static int  ngx_http_conductor_test_failed;
-
-
-static void
-ngx_http_conductor_test_ok(int cond, const char *desc)
-{
-    ngx_http_conductor_test_n++;
-
-    if (!cond) {
-        ngx_http_conductor_test_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", ngx_http_conductor_test_n,
-           desc);
-}
+#include "tap.h"
 
 
 static void

@@ -16,22 +16,7 @@
 #define T  "2026/01/01 00:00:00 [debug] 1234#0: *5 "
 
 
-static int  ngx_http_conductor_test_n;
-static int  ngx_http_conductor_test_failed;
-
-
-static void
-ngx_http_conductor_test_ok(int cond, const char *desc)
-{
-    ngx_http_conductor_test_n++;
-
-    if (!cond) {
-        ngx_http_conductor_test_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", ngx_http_conductor_test_n,
-           desc);
-}
+#include "tap.h"
 
 
 /* in redacted (into a buffer of size, or a large one) gives want */

@@ -28,22 +28,7 @@ typedef struct {
 } ngx_http_conductor_test_mem_t;
 
 
-static int  ngx_http_conductor_test_n;
-static int  ngx_http_conductor_test_failed;
-
-
-static void
-ngx_http_conductor_test_ok(int cond, const char *desc)
-{
-    ngx_http_conductor_test_n++;
-
-    if (!cond) {
-        ngx_http_conductor_test_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", ngx_http_conductor_test_n,
-           desc);
-}
+#include "tap.h"
 
 
 static void

@@ -26,22 +26,7 @@
 #define T0    NGX_HTTP_CONDUCTOR_TEST_T0
 
 
-static int  ngx_http_conductor_test_n;
-static int  ngx_http_conductor_test_failed;
-
-
-static void
-ngx_http_conductor_test_ok(int cond, const char *desc)
-{
-    ngx_http_conductor_test_n++;
-
-    if (!cond) {
-        ngx_http_conductor_test_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", ngx_http_conductor_test_n,
-           desc);
-}
+#include "tap.h"
 
 
 static void
