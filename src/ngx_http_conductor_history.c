@@ -461,6 +461,17 @@ ngx_http_conductor_history_record(ngx_http_request_t *r,
     rec->ttfb = (ctx->winner || ctx->account.usage_provider)
                 ? (uint32_t) ctx->ttfb : NGX_HTTP_CONDUCTOR_HISTORY_NONE;
 
+    /*
+     * the start is the wall clock's, the first byte the event loop's: they
+     * can disagree by a millisecond when the answer ends in the loop turn
+     * its head came in (a short answer settled at its last buffer)
+     */
+    if (rec->ttfb != NGX_HTTP_CONDUCTOR_HISTORY_NONE
+        && rec->duration < rec->ttfb)
+    {
+        rec->duration = rec->ttfb;
+    }
+
     if (u->found) {
         rec->flags |= NGX_HTTP_CONDUCTOR_HISTORY_USAGE;
         rec->prompt = (uint64_t) u->prompt;
