@@ -355,7 +355,12 @@ mock_clear();
 my $ob = '{"model":"over","messages":[]}';    # 31 bytes: 8 + 10 estimated, 60 used
 $r = burst($n, $ob, headers => 'Authorization: Bearer sk-over');
 my $up = scalar @{ mock_requests() };
-is $up, 5, 'five estimates of 18 fit 105: five upstream';
+# at most five estimates of 18 fit 105 at once; a request that ends counts
+# its real 60 at once (its answer's end settles it), so fewer get in when
+# some end before the others are admitted (under valgrind): at least two
+# (one spends 60, the 45 left hold two more estimates)
+cmp_ok $up, '<=', 5, "at most five estimates of 18 fit 105: $up upstream";
+cmp_ok $up, '>=', 2, 'and at least two';
 my $spent = 60 * $up;
 my $bound = 105 + $up * (60 - 18);
 cmp_ok $spent, '<=', $bound, "spent $spent micro-USD, within the stated bound $bound";
